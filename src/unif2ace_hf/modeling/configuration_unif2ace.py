@@ -1,0 +1,246 @@
+"""Configuration of UniF²ace: a Phi-style backbone with omni-attention and a two-level mixture of experts.
+
+Every token id, every size and every MoE choice is a field, so the same code serves a converted Show-o
+checkpoint (Phi-1.5 sizes, 58 498-token vocabulary) and the tiny default model trained on SynthFace.
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedConfig
+
+TOKEN_MOE_GROUPS = ("t2i", "mmu")
+"""Task groups of the token-level MoE; a row's task decides its group (not a learned choice)."""
+
+SEQUENCE_EXPERT_KINDS = ("copy", "zero", "noise", "semantic", "identity")
+"""Experts the sequence-level MoE can hold (UniF²ace: Copy, Zero, Noise, CLIP/semantic, Face/identity)."""
+
+TASKS = ("t2i", "mmu", "lm")
+"""Row tasks: text-to-image, multimodal understanding, and plain language modelling."""
+
+
+class UniF2aceConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`UniF2aceForConditionalGeneration`].
+
+    Vocabulary layout (one embedding table): text tokens `[0, text_vocab_size)`, special tokens, image codes at
+    `[image_token_offset, image_token_offset + codebook_size)` and the mask token (the last id for Show-o). The text
+    tokenizer's bos/eos double as `<|sot|>`/`<|eot|>`, as in Show-o.
+
+    Args:
+        text_vocab_size (`int`): number of ids of the text tokenizer, its bos/eos included.
+        pad_token_id, soi_token_id, eoi_token_id, t2i_token_id, mmu_token_id (`int`): special token ids.
+        bos_token_id, eos_token_id (`int`): the text tokenizer's bos/eos (`<|sot|>`/`<|eot|>`).
+        image_token_offset (`int`): id of image code 0.
+        codebook_size (`int`): number of image codes.
+        mask_token_id (`int`): the absorbing "mask" id of masked image generation.
+        reserved_task_token_ids (`list[int]`): task tokens of the vocabulary this model does not serve (Show-o's
+            `<|t2v|>`, `<|v2v|>`, `<|lvg|>`); a row that starts with one is rejected.
+        hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads: backbone sizes.
+        hidden_act (`str`): activation of the feed-forward branches (`gelu_new` for Phi).
+        partial_rotary_factor (`float`): share of each head's dimensions that get rotary embeddings.
+        rope_theta (`float`): rotary base.
+        qk_layernorm (`bool`): per-head LayerNorm on queries and keys before RoPE (Show-o forces it on).
+        token_moe_layers (`list[int]`): layers whose feed-forward branch is the grouped token-level MoE.
+        token_moe_groups (`list[str]`): task groups, a subset of `("t2i", "mmu")`.
+        num_shared_experts (`int`): always-on experts per group (stored as one MLP of their summed width).
+        shared_expert_intermediate_size (`int`): width of one shared expert (defaults to `moe_intermediate_size`).
+        num_routed_experts (`int`): routed experts per group.
+        num_experts_per_tok (`int`): top-k of the token router.
+        moe_intermediate_size (`int`): width of one routed expert.
+        norm_topk_prob (`bool`): renormalise the top-k gate weights to sum to one.
+        token_moe_balance_coefficients (`dict[str, float]`): per-group λ of the Switch balance loss.
+        lm_task_group (`str`): group used by plain-text rows.
+        sequence_moe_layers (`list[int]`): layers followed by the grouped sequence-level MoE.
+        sequence_moe_experts (`dict[str, list[str]]`): expert kinds per task group.
+        sequence_moe_top_k (`int`): experts chosen per sequence.
+        sequence_moe_balance_coefficient (`float`): λ of the per-group sequence balance loss.
+        resampler_num_heads (`int`): heads of the resampler cross-attention.
+        noise_num_tokens (`int`): feature tokens drawn by the Noise expert.
+        semantic_feature_dim, identity_feature_dim (`int`, *optional*): widths of external encoder features
+            (e.g. CLIP, a face-ID network). `None` means the built-in source: the input embeddings of the condition
+            tokens (the image for understanding rows).
+        vq_config (`dict`, *optional*): configuration slot of the image tokenizer.
+    """
+
+    model_type = "unif2ace"
+    keys_to_ignore_at_inference = ["cache"]
+
+    # vocabulary
+    text_vocab_size: int = 1000
+    pad_token_id: int | None = 1000
+    soi_token_id: int = 1001
+    eoi_token_id: int = 1002
+    t2i_token_id: int = 1003
+    mmu_token_id: int = 1004
+    bos_token_id: int | None = 0
+    eos_token_id: int | None = 0
+    image_token_offset: int = 1005
+    codebook_size: int = 1024
+    mask_token_id: int = 2029
+    vocab_size: int = 2030
+    reserved_task_token_ids: list | None = None
+
+    # backbone
+    hidden_size: int = 256
+    intermediate_size: int = 1024
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int | None = None
+    hidden_act: str = "gelu_new"
+    layer_norm_eps: float = 1e-5
+    partial_rotary_factor: float = 0.5
+    rope_theta: float = 10000.0
+    max_position_embeddings: int = 2048
+    qk_layernorm: bool = True
+    attention_dropout: float = 0.0
+    resid_pdrop: float = 0.0
+    embd_pdrop: float = 0.0
+    initializer_range: float = 0.02
+    use_cache: bool = True
+    tie_word_embeddings: bool = False
+
+    # token-level MoE
+    token_moe_layers: list | None = None
+    token_moe_groups: list | None = None
+    num_shared_experts: int = 1
+    shared_expert_intermediate_size: int | None = None
+    num_routed_experts: int = 8
+    num_experts_per_tok: int = 4
+    moe_intermediate_size: int = 128
+    norm_topk_prob: bool = True
+    token_moe_balance_coefficients: dict | None = None
+    lm_task_group: str = "mmu"
+
+    # sequence-level MoE
+    sequence_moe_layers: list | None = None
+    sequence_moe_experts: dict | None = None
+    sequence_moe_top_k: int = 2
+    sequence_moe_balance_coefficient: float = 0.01
+    resampler_num_heads: int = 4
+    noise_num_tokens: int = 16
+    semantic_feature_dim: int | None = None
+    identity_feature_dim: int | None = None
+
+    # image tokenizer slot (filled by the tokenizer issue)
+    vq_config: dict | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.reserved_task_token_ids is None:
+            self.reserved_task_token_ids = []
+        if self.token_moe_layers is None:
+            self.token_moe_layers = []
+        if self.token_moe_groups is None:
+            self.token_moe_groups = list(TOKEN_MOE_GROUPS)
+        if self.shared_expert_intermediate_size is None:
+            self.shared_expert_intermediate_size = self.moe_intermediate_size
+        if self.token_moe_balance_coefficients is None:
+            self.token_moe_balance_coefficients = {group: 0.01 for group in self.token_moe_groups}
+        if self.sequence_moe_layers is None:
+            self.sequence_moe_layers = []
+        if self.sequence_moe_experts is None:
+            self.sequence_moe_experts = {
+                "t2i": ["copy", "copy", "zero", "noise"],
+                "mmu": ["copy", "copy", "semantic", "identity"],
+            }
+        self.token_moe_layers = [int(i) for i in self.token_moe_layers]
+        self.sequence_moe_layers = [int(i) for i in self.sequence_moe_layers]
+        super().__post_init__(**kwargs)
+        self._validate_unif2ace()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def image_token_range(self) -> tuple[int, int]:
+        """Half-open id range `[start, stop)` of the image codes."""
+        return self.image_token_offset, self.image_token_offset + self.codebook_size
+
+    def _validate_unif2ace(self) -> None:
+        """Reject layouts that would silently mis-route or mis-mask tokens."""
+
+        def fail(field: str, message: str) -> None:
+            raise ValueError(f"UniF2aceConfig.{field}: {message}")
+
+        if self.hidden_size % self.num_attention_heads:
+            fail(
+                "hidden_size", f"{self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            fail(
+                "num_key_value_heads",
+                f"{self.num_key_value_heads} does not divide num_attention_heads={self.num_attention_heads}",
+            )
+        if not 0.0 < self.partial_rotary_factor <= 1.0 or int(self.head_dim * self.partial_rotary_factor) % 2:
+            fail(
+                "partial_rotary_factor",
+                f"{self.partial_rotary_factor} must give an even number of rotary dims per head",
+            )
+        specials = {
+            "pad_token_id": self.pad_token_id,
+            "soi_token_id": self.soi_token_id,
+            "eoi_token_id": self.eoi_token_id,
+            "t2i_token_id": self.t2i_token_id,
+            "mmu_token_id": self.mmu_token_id,
+            "mask_token_id": self.mask_token_id,
+        }
+        start, stop = self.image_token_range
+        if stop > self.vocab_size:
+            fail("codebook_size", f"image codes [{start}, {stop}) do not fit in vocab_size={self.vocab_size}")
+        seen: dict[int, str] = {}
+        for name, value in specials.items():
+            if value is None:
+                if name == "pad_token_id":
+                    continue
+                fail(name, "is required")
+            if not 0 <= value < self.vocab_size:
+                fail(name, f"{value} is outside the vocabulary [0, {self.vocab_size})")
+            if start <= value < stop:
+                fail(name, f"{value} collides with the image codes [{start}, {stop})")
+            if value in seen:
+                fail(name, f"{value} is also {seen[value]}")
+            seen[value] = name
+        for i in self.reserved_task_token_ids:
+            if i in seen:
+                fail("reserved_task_token_ids", f"{i} is also {seen[i]}")
+        for field in ("token_moe_layers", "sequence_moe_layers"):
+            for layer in getattr(self, field):
+                if not 0 <= layer < self.num_hidden_layers:
+                    fail(field, f"layer {layer} does not exist (num_hidden_layers={self.num_hidden_layers})")
+        if not self.token_moe_groups or any(g not in TOKEN_MOE_GROUPS for g in self.token_moe_groups):
+            fail("token_moe_groups", f"{self.token_moe_groups} must be a non-empty subset of {TOKEN_MOE_GROUPS}")
+        if self.token_moe_layers:
+            if not 1 <= self.num_experts_per_tok <= self.num_routed_experts:
+                fail(
+                    "num_experts_per_tok",
+                    f"{self.num_experts_per_tok} must be in [1, num_routed_experts={self.num_routed_experts}]",
+                )
+            missing = [g for g in self.token_moe_groups if g not in self.token_moe_balance_coefficients]
+            if missing:
+                fail("token_moe_balance_coefficients", f"no coefficient for group(s) {missing}")
+        if self.lm_task_group not in TOKEN_MOE_GROUPS:
+            fail("lm_task_group", f"{self.lm_task_group!r} must be one of {TOKEN_MOE_GROUPS}")
+        if self.sequence_moe_layers:
+            for group, kinds in self.sequence_moe_experts.items():
+                if group not in TOKEN_MOE_GROUPS:
+                    fail("sequence_moe_experts", f"unknown group {group!r}; expected groups from {TOKEN_MOE_GROUPS}")
+                bad = [k for k in kinds if k not in SEQUENCE_EXPERT_KINDS]
+                if bad:
+                    fail(
+                        "sequence_moe_experts",
+                        f"group {group!r} has unknown expert kind(s) {bad}; known: {SEQUENCE_EXPERT_KINDS}",
+                    )
+                if not 1 <= self.sequence_moe_top_k <= len(kinds):
+                    fail(
+                        "sequence_moe_top_k",
+                        f"{self.sequence_moe_top_k} must be in [1, {len(kinds)}] for group {group!r}",
+                    )
+            if self.hidden_size % self.resampler_num_heads:
+                fail(
+                    "resampler_num_heads", f"{self.resampler_num_heads} does not divide hidden_size={self.hidden_size}"
+                )
+
+
+__all__ = ["UniF2aceConfig", "TOKEN_MOE_GROUPS", "SEQUENCE_EXPERT_KINDS", "TASKS"]

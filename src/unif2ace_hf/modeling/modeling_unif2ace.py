@@ -1,0 +1,670 @@
+"""UniF²ace for transformers: a Phi-style backbone with omni-attention, grouped token-level MoE and grouped
+sequence-level MoE.
+
+With both MoE levels switched off, the network is exactly transformers' `PhiForCausalLM(qk_layernorm=True)`, with the
+same parameter names, so Show-o checkpoints convert by dropping their `showo.` prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .configuration_unif2ace import TASKS, UniF2aceConfig
+from .moe import (
+    UniF2aceGatedResamplerExpert,
+    UniF2aceMLP,
+    UniF2aceRoutedExperts,
+    UniF2aceSequenceMoE,
+    UniF2aceTokenMoE,
+)
+from .omni_attention import (
+    TASK_LM,
+    TASK_MMU,
+    TASK_T2I,
+    build_omni_attention_mask,
+    find_bidirectional_blocks,
+    infer_tasks,
+    validate_4d_mask,
+)
+
+_CACHE_STATE_ATTRIBUTE = "unif2ace_state"
+"""Per-generation state kept on the KV cache: row tasks, sequence routing and condition features from prefill."""
+
+
+@dataclass
+class UniF2aceModelOutputWithPast(BaseModelOutputWithPast):
+    """
+    aux_loss (`torch.FloatTensor`): sum over groups of λ times the layer-averaged balance term.
+    balance_losses (`dict[str, torch.FloatTensor]`): unweighted layer-averaged balance terms, keyed
+        `"token/<group>"` and `"sequence/<group>"`.
+    """
+
+    aux_loss: torch.FloatTensor | None = None
+    balance_losses: dict | None = None
+
+
+@dataclass
+class UniF2aceCausalLMOutputWithPast(CausalLMOutputWithPast):
+    """
+    aux_loss (`torch.FloatTensor`): weighted MoE balance loss (already added to `loss` when labels are given).
+    balance_losses (`dict[str, torch.FloatTensor]`): unweighted balance terms per MoE level and group.
+    """
+
+    aux_loss: torch.FloatTensor | None = None
+    balance_losses: dict | None = None
+
+
+class UniF2aceRotaryEmbedding(nn.Module):
+    """Rotary embedding on the first `partial_rotary_factor` share of each head's dimensions (Phi's layout).
+
+    The inverse frequencies are recomputed in float32 on every call (a few dozen numbers) instead of living in a
+    buffer, so casting the model to bf16 cannot round them and shift every rotary angle.
+    """
+
+    def __init__(self, config: UniF2aceConfig):
+        super().__init__()
+        self.rotary_dim = int(config.head_dim * config.partial_rotary_factor)
+        self.rope_theta = config.rope_theta
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, position_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        exponent = torch.arange(0, self.rotary_dim, 2, dtype=torch.float32, device=x.device) / self.rotary_dim
+        inv_freq = 1.0 / (self.rope_theta**exponent)
+        freqs = position_ids[..., None].float() * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_partial_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first `cos.shape[-1]` dims of `(B, heads, L, D)` states; pass the rest through."""
+    rotary_dim = cos.shape[-1]
+    rotary, passthrough = states[..., :rotary_dim], states[..., rotary_dim:]
+    cos, sin = cos[:, None], sin[:, None]
+    return torch.cat((rotary * cos + rotate_half(rotary) * sin, passthrough), dim=-1)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain softmax attention; takes a boolean (True = attend) or an additive float mask."""
+    groups = module.num_key_value_groups
+    if groups > 1:
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+class UniF2aceAttention(nn.Module):
+    """Multi-head attention with per-head q/k LayerNorm (before RoPE) and partial rotary embedding."""
+
+    def __init__(self, config: UniF2aceConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True
+        self.q_proj = nn.Linear(config.hidden_size, config.num_attention_heads * self.head_dim)
+        self.k_proj = nn.Linear(config.hidden_size, config.num_key_value_heads * self.head_dim)
+        self.v_proj = nn.Linear(config.hidden_size, config.num_key_value_heads * self.head_dim)
+        self.dense = nn.Linear(config.num_attention_heads * self.head_dim, config.hidden_size)
+        if config.qk_layernorm:
+            self.q_layernorm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps)
+            self.k_layernorm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        if self.config.qk_layernorm:
+            query = self.q_layernorm(query)
+            key = self.k_layernorm(key)
+        cos, sin = position_embeddings
+        query = apply_partial_rotary(query, cos, sin)
+        key = apply_partial_rotary(key, cos, sin)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            is_causal=False,
+            **kwargs,
+        )
+        attn_output = self.dense(attn_output.reshape(*input_shape, -1).contiguous())
+        return attn_output, attn_weights
+
+
+@dataclass
+class MoEContext:
+    """What the MoE levels need to know about the batch, computed once per forward pass."""
+
+    token_row_group: torch.LongTensor  # (B,) index into config.token_moe_groups
+    sequence_row_group: torch.LongTensor  # (B,) index into sequence MoE groups, -1 = bypass
+    token_valid: torch.Tensor  # (B, L) real tokens of this chunk
+    condition_mask: torch.Tensor | None  # (B, L) condition tokens of this chunk (None: none here)
+    features: dict  # kind -> (features, mask) for the resampler experts
+    stored_routing: dict | None  # layer -> routing, recorded on the cache at prefill
+
+
+class UniF2aceDecoderLayer(GradientCheckpointingLayer):
+    """Phi's parallel block (attention and feed-forward read one LayerNorm), with the token MoE as the feed-forward
+    branch where configured and the sequence MoE on the residual stream after it."""
+
+    def __init__(self, config: UniF2aceConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attn = UniF2aceAttention(config, layer_idx)
+        if layer_idx in config.token_moe_layers:
+            self.token_moe = UniF2aceTokenMoE(config)
+        else:
+            self.mlp = UniF2aceMLP(config.hidden_size, config.intermediate_size, config.hidden_act)
+        if layer_idx in config.sequence_moe_layers:
+            self.sequence_moe = UniF2aceSequenceMoE(config)
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: Cache | None = None,
+        moe_context: MoEContext | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, dict, dict, torch.Tensor | None]:
+        """Returns the new hidden states, token-MoE balance terms, sequence-MoE routing and balance terms, and the
+        attention weights (eager attention only)."""
+        residual = hidden_states
+        normed = self.input_layernorm(hidden_states)
+        attn_output, attn_weights = self.self_attn(normed, position_embeddings, attention_mask, cache=cache, **kwargs)
+        token_balances: dict = {}
+        if hasattr(self, "token_moe"):
+            feed_forward, token_balances = self.token_moe(normed, moe_context.token_row_group, moe_context.token_valid)
+        else:
+            feed_forward = self.mlp(normed)
+        hidden_states = self.resid_dropout(attn_output) + self.resid_dropout(feed_forward) + residual
+
+        sequence_routing: dict = {}
+        sequence_balances: dict = {}
+        if hasattr(self, "sequence_moe"):
+            stored = (moe_context.stored_routing or {}).get(self.layer_idx)
+            if stored is not None:
+                sequence_routing = stored
+            else:
+                condition_mean = masked_mean(hidden_states, moe_context.condition_mask)
+                sequence_routing, sequence_balances = self.sequence_moe.route(
+                    condition_mean, moe_context.sequence_row_group
+                )
+            hidden_states = self.sequence_moe(
+                hidden_states, moe_context.sequence_row_group, sequence_routing, moe_context.features
+            )
+        return hidden_states, token_balances, (sequence_routing, sequence_balances), attn_weights
+
+
+def masked_mean(hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the positions where `mask` is True (rows with no such position give zeros)."""
+    weights = mask.to(hidden_states.dtype)[..., None]
+    return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class UniF2acePreTrainedModel(PreTrainedModel):
+    config_class = UniF2aceConfig
+    config: UniF2aceConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["UniF2aceDecoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False
+
+    # Every Auto class a saved folder should answer with trust_remote_code=True (only the saved object's own
+    # class is written by transformers; see save_pretrained).
+    _remote_auto_map = {
+        "AutoModel": "modeling_unif2ace.UniF2aceModel",
+        "AutoModelForCausalLM": "modeling_unif2ace.UniF2aceForConditionalGeneration",
+        "AutoModelForImageTextToText": "modeling_unif2ace.UniF2aceForConditionalGeneration",
+    }
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, UniF2aceRoutedExperts):
+            init.normal_(module.up_proj, mean=0.0, std=std)
+            init.normal_(module.down_proj, mean=0.0, std=std)
+            init.zeros_(module.up_bias)
+            init.zeros_(module.down_bias)
+        elif isinstance(module, UniF2aceGatedResamplerExpert):
+            init.zeros_(module.gate_logits)
+
+    @staticmethod
+    def _finalize_model_loading(model, load_config, loading_info):
+        """transformers only warns about missing weights and re-initialises them at random; for our classes a
+        checkpoint that does not fill the model is an error, and a shape mismatch names the weight."""
+        if loading_info.mismatched_keys and not load_config.ignore_mismatched_sizes:
+            key, checkpoint_shape, model_shape = sorted(loading_info.mismatched_keys)[0]
+            raise ValueError(
+                f"{load_config.pretrained_model_name_or_path}: weight {key!r} has shape {tuple(checkpoint_shape)} in the "
+                f"checkpoint but the config asks for {tuple(model_shape)} ({len(loading_info.mismatched_keys)} "
+                "mismatched weight(s)); the config does not match the weights."
+            )
+        loading_info = PreTrainedModel._finalize_model_loading(model, load_config, loading_info)
+        if loading_info.missing_keys:
+            missing = sorted(loading_info.missing_keys)
+            raise ValueError(
+                f"{load_config.pretrained_model_name_or_path}: the checkpoint has no weight for {missing[0]!r} "
+                f"({len(missing)} missing: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); refusing to "
+                "leave layers randomly initialised. Is the config right for these weights?"
+            )
+        return loading_info
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Record every Auto class in `auto_map` so the folder also loads with trust_remote_code=True where this
+        package is not installed."""
+        if getattr(self, "_auto_class", None) is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.setdefault("AutoConfig", "configuration_unif2ace.UniF2aceConfig")
+            for auto_class, reference in self._remote_auto_map.items():
+                auto_map.setdefault(auto_class, reference)
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class UniF2aceModel(UniF2acePreTrainedModel):
+    """The backbone: embeddings, decoder layers with omni-attention and both MoE levels, final LayerNorm."""
+
+    def __init__(self, config: UniF2aceConfig):
+        super().__init__(config)
+        self.padding_idx = config.pad_token_id
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.embed_dropout = nn.Dropout(config.embd_pdrop)
+        self.layers = nn.ModuleList([UniF2aceDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.rotary_emb = UniF2aceRotaryEmbedding(config)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        tasks: list[str] | str | torch.Tensor | None = None,
+        semantic_features: torch.Tensor | None = None,
+        identity_features: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> UniF2aceModelOutputWithPast:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(B, L)`): tokens (text, special, image codes, mask).
+            attention_mask (`torch.Tensor`): 2-D padding mask `(B, past + L)` (1 = token), from which the omni-attention
+                mask is built; or a ready 4-D mask `(B, 1, L, past + L)`, boolean (True = attend) or additive float.
+            position_ids (`torch.LongTensor`): defaults to positions counted over non-padding tokens.
+            cache (`Cache`): transformers KV cache; created when `use_cache` is set.
+            tasks (`list[str]`): `"t2i"`, `"mmu"` or `"lm"` per row; by default read from each row's first token.
+            semantic_features, identity_features (`torch.Tensor` of shape `(B, N, D)`): external encoder features
+                for the sequence MoE's Semantic and Identity experts (required when the config sets their dims).
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Specify exactly one of input_ids or inputs_embeds.")
+        if "past_key_values" in kwargs:
+            raise TypeError("UniF2aceModel takes the KV cache as `cache=` (transformers v5), not `past_key_values=`.")
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        if self.gradient_checkpointing and self.training and use_cache:
+            use_cache = False
+        if inputs_embeds is None:
+            self._check_token_ids(input_ids)
+            inputs_embeds = self.embed_tokens(input_ids)
+        batch_size, length = inputs_embeds.shape[:2]
+        device = inputs_embeds.device
+
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        past_length = cache.get_seq_length() if cache is not None else 0
+        state = getattr(cache, _CACHE_STATE_ATTRIBUTE, None) if cache is not None else None
+        if past_length == 0:
+            state = None
+
+        padding_2d, mask_4d = self._split_attention_mask(attention_mask, input_ids, batch_size, length, past_length)
+        chunk_valid = padding_2d[:, past_length:]
+        if position_ids is None:
+            position_ids = (padding_2d.long().cumsum(dim=1) - 1).clamp(min=0)[:, past_length:]
+
+        task_codes = self._resolve_tasks(input_ids, chunk_valid, tasks, state, batch_size, device)
+        if mask_4d is None:
+            if input_ids is not None:
+                mask_4d = build_omni_attention_mask(input_ids, self.config, padding_2d, past_length, task_codes)
+            else:
+                causal = torch.ones(length, past_length + length, dtype=torch.bool, device=device).tril(past_length)
+                mask_4d = (causal[None] & padding_2d[:, None, :])[:, None]
+        moe_context = self._moe_context(
+            input_ids, inputs_embeds, chunk_valid, task_codes, state, semantic_features, identity_features
+        )
+
+        hidden_states = self.embed_dropout(inputs_embeds)
+        position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        token_balances: dict[str, list] = {}
+        sequence_balances: dict[str, list] = {}
+        new_routing = {}
+        for layer in self.layers:
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            hidden_states, layer_token_balances, (routing, layer_sequence_balances), attn_weights = layer(
+                hidden_states,
+                attention_mask=mask_4d,
+                position_embeddings=position_embeddings,
+                cache=cache,
+                moe_context=moe_context,
+                output_attentions=output_attentions,
+            )
+            for name, value in layer_token_balances.items():
+                token_balances.setdefault(name, []).append(value)
+            for name, value in layer_sequence_balances.items():
+                sequence_balances.setdefault(name, []).append(value)
+            if routing:
+                new_routing[layer.layer_idx] = routing
+            if output_attentions:
+                all_attentions += (attn_weights,)
+        hidden_states = self.final_layernorm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+
+        if cache is not None and state is None:
+            setattr(
+                cache,
+                _CACHE_STATE_ATTRIBUTE,
+                {"tasks": task_codes, "routing": new_routing, "features": moe_context.features},
+            )
+        aux_loss, balance_losses = self._aux_loss(token_balances, sequence_balances, device)
+        return UniF2aceModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            cache=cache,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+            aux_loss=aux_loss,
+            balance_losses=balance_losses,
+        )
+
+    def _check_token_ids(self, input_ids: torch.LongTensor) -> None:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids: expected shape (batch, length), got {tuple(input_ids.shape)}")
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            bad = input_ids[(input_ids < 0) | (input_ids >= self.config.vocab_size)][0]
+            raise ValueError(f"input_ids: token id {int(bad)} is outside the vocabulary [0, {self.config.vocab_size})")
+
+    def _split_attention_mask(self, attention_mask, input_ids, batch_size, length, past_length):
+        """Return the 2-D padding mask over `past + L` and the user's 4-D mask if one was given."""
+        device = self.embed_tokens.weight.device
+        total = past_length + length
+        if attention_mask is None:
+            return torch.ones(batch_size, total, dtype=torch.bool, device=device), None
+        if attention_mask.dim() == 4:
+            validate_4d_mask(attention_mask, batch_size, length, total)
+            if input_ids is not None and self.config.pad_token_id is not None:
+                chunk = input_ids != self.config.pad_token_id
+                padding = torch.cat(
+                    [torch.ones(batch_size, past_length, dtype=torch.bool, device=device), chunk], dim=1
+                )
+            else:
+                padding = torch.ones(batch_size, total, dtype=torch.bool, device=device)
+            return padding, attention_mask
+        if attention_mask.dim() != 2 or tuple(attention_mask.shape) != (batch_size, total):
+            raise ValueError(
+                f"attention_mask: expected a 2-D padding mask of shape ({batch_size}, {total}) (batch, past + "
+                f"query length) or a 4-D mask, got {tuple(attention_mask.shape)}"
+            )
+        return attention_mask.bool(), None
+
+    def _resolve_tasks(self, input_ids, chunk_valid, tasks, state, batch_size, device) -> torch.LongTensor:
+        if tasks is not None or (input_ids is not None and state is None):
+            return infer_tasks(
+                input_ids if input_ids is not None else chunk_valid.long(), chunk_valid, self.config, tasks
+            )
+        if state is not None:
+            return state["tasks"]
+        return torch.full((batch_size,), TASK_LM, dtype=torch.long, device=device)
+
+    def _moe_context(
+        self, input_ids, inputs_embeds, chunk_valid, task_codes, state, semantic_features, identity_features
+    ):
+        config = self.config
+        group_of_task = {TASK_T2I: "t2i", TASK_MMU: "mmu", TASK_LM: config.lm_task_group}
+        token_groups = list(config.token_moe_groups)
+        token_row_group = torch.tensor(
+            [
+                token_groups.index(group_of_task[int(t)]) if group_of_task[int(t)] in token_groups else 0
+                for t in task_codes.tolist()
+            ],
+            dtype=torch.long,
+            device=inputs_embeds.device,
+        )
+        sequence_groups = list(config.sequence_moe_experts)
+        sequence_row_group = torch.tensor(
+            [sequence_groups.index(TASKS[t]) if TASKS[t] in sequence_groups else -1 for t in task_codes.tolist()],
+            dtype=torch.long,
+            device=inputs_embeds.device,
+        )
+        if not config.sequence_moe_layers:
+            return MoEContext(token_row_group, sequence_row_group, chunk_valid, None, {}, None)
+        if state is not None:
+            features = state["features"]
+            condition_mask = None
+        else:
+            condition_mask = self._condition_mask(input_ids, chunk_valid, task_codes)
+            features = {}
+            for kind, external, dim in (
+                ("semantic", semantic_features, config.semantic_feature_dim),
+                ("identity", identity_features, config.identity_feature_dim),
+            ):
+                if dim is None:
+                    features[kind] = (inputs_embeds, condition_mask)
+                elif external is not None:
+                    if external.dim() != 3 or external.shape[0] != inputs_embeds.shape[0] or external.shape[-1] != dim:
+                        raise ValueError(
+                            f"{kind}_features: expected shape ({inputs_embeds.shape[0]}, N, {dim}), got {tuple(external.shape)}"
+                        )
+                    features[kind] = (external, None)
+                else:
+                    uses_kind = any(kind in config.sequence_moe_experts.get(TASKS[t], []) for t in task_codes.tolist())
+                    if uses_kind:
+                        raise ValueError(
+                            f"{kind}_features: this model's {kind} expert reads external features of width {dim}; "
+                            f"pass {kind}_features=(batch, tokens, {dim}) from the {kind} encoder."
+                        )
+        stored_routing = state["routing"] if state is not None else None
+        return MoEContext(token_row_group, sequence_row_group, chunk_valid, condition_mask, features, stored_routing)
+
+    def _condition_mask(self, input_ids, chunk_valid, task_codes) -> torch.Tensor:
+        """Tokens the sequence router reads: the text before `<|soi|>` for t2i rows, the image codes between
+        `<|soi|>` and `<|eoi|>` for mmu rows (all real tokens where a row has no image block)."""
+        if input_ids is None:
+            return chunk_valid
+        _, soi_index, eoi_index = find_bidirectional_blocks(input_ids, chunk_valid, self.config, task_codes)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+        has_block = (soi_index >= 0)[:, None]
+        text_part = positions < soi_index[:, None]
+        image_part = (positions > soi_index[:, None]) & (positions < eoi_index[:, None])
+        is_mmu = (task_codes == TASK_MMU)[:, None]
+        condition = torch.where(has_block, torch.where(is_mmu, image_part, text_part), torch.ones_like(text_part))
+        return condition & chunk_valid
+
+    def _aux_loss(self, token_balances, sequence_balances, device) -> tuple[torch.Tensor | None, dict]:
+        if not token_balances and not sequence_balances:
+            return None, {}
+        balance_losses = {}
+        aux_loss = torch.zeros((), device=device)
+        for name, values in token_balances.items():
+            balance_losses[f"token/{name}"] = torch.stack(values).mean()
+            aux_loss = aux_loss + self.config.token_moe_balance_coefficients[name] * balance_losses[f"token/{name}"]
+        for name, values in sequence_balances.items():
+            balance_losses[f"sequence/{name}"] = torch.stack(values).mean()
+            aux_loss = aux_loss + self.config.sequence_moe_balance_coefficient * balance_losses[f"sequence/{name}"]
+        return aux_loss, balance_losses
+
+
+class UniF2aceForConditionalGeneration(UniF2acePreTrainedModel, GenerationMixin):
+    """UniF²ace with its language/image-code head: next-token generation for understanding, and the per-position
+    logits that masked image generation samples from."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: UniF2aceConfig):
+        super().__init__(config)
+        self.model = UniF2aceModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=True)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        tasks: list[str] | str | torch.Tensor | None = None,
+        semantic_features: torch.Tensor | None = None,
+        identity_features: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> UniF2aceCausalLMOutputWithPast:
+        r"""
+        labels (`torch.LongTensor` of shape `(B, L)`): next-token targets (-100 = ignored); the loss is the shifted
+            cross-entropy plus the weighted MoE balance loss.
+        logits_to_keep (`int` or `torch.Tensor`): keep only the last N positions (int), or the given positions
+            (1-D tensor), when computing logits.
+
+        Other arguments: see [`UniF2aceModel.forward`]. Logits are returned in float32.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            tasks=tasks,
+            semantic_features=semantic_features,
+            identity_features=identity_features,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        if isinstance(logits_to_keep, int):
+            hidden_states = hidden_states[:, -logits_to_keep:] if logits_to_keep > 0 else hidden_states
+        else:
+            hidden_states = hidden_states[:, logits_to_keep]
+        logits = self.lm_head(hidden_states).float()
+
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape[:2]:
+                raise ValueError(f"labels: expected shape {tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
+            shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
+            shift_labels = labels[:, 1:].reshape(-1).to(logits.device)
+            loss = nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
+            if outputs.aux_loss is not None:
+                loss = loss + outputs.aux_loss
+        result = UniF2aceCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            aux_loss=outputs.aux_loss,
+            balance_losses=outputs.balance_losses,
+        )
+        return result if return_dict is not False else result.to_tuple()
+
+
+__all__ = [
+    "UniF2acePreTrainedModel",
+    "UniF2aceModel",
+    "UniF2aceForConditionalGeneration",
+    "UniF2aceModelOutputWithPast",
+    "UniF2aceCausalLMOutputWithPast",
+]
