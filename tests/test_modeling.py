@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, DynamicCache
 
 from tiny_models import left_pad, mmu_prompt, t2i_prompt, tiny_config
 from unif2ace_hf import UniF2aceConfig, UniF2aceForConditionalGeneration, UniF2aceModel
@@ -103,6 +103,7 @@ def test_save_and_load_is_exact_and_runs_in_bf16(tmp_path):
     )
     assert isinstance(AutoConfig.from_pretrained(tmp_path), UniF2aceConfig)
     assert isinstance(AutoModel.from_pretrained(tmp_path), UniF2aceModel)
+    assert isinstance(AutoModelForImageTextToText.from_pretrained(tmp_path), UniF2aceForConditionalGeneration)
 
     bf16 = UniF2aceForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
     assert bf16.model.layers[0].token_moe.groups["mmu"].experts.up_proj.dtype == torch.bfloat16
@@ -145,7 +146,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     plain = grads()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     checkpointed = grads()
     assert plain.keys() == checkpointed.keys()
     for name in plain:

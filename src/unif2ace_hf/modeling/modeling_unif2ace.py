@@ -30,7 +30,6 @@ from .moe import (
 from .omni_attention import (
     TASK_LM,
     TASK_MMU,
-    TASK_T2I,
     build_omni_attention_mask,
     find_bidirectional_blocks,
     infer_tasks,
@@ -495,22 +494,17 @@ class UniF2aceModel(UniF2acePreTrainedModel):
         self, input_ids, inputs_embeds, chunk_valid, task_codes, state, semantic_features, identity_features
     ):
         config = self.config
-        group_of_task = {TASK_T2I: "t2i", TASK_MMU: "mmu", TASK_LM: config.lm_task_group}
+        # Lookup tables indexed by task code (TASKS order), so no per-row Python loop or host sync.
         token_groups = list(config.token_moe_groups)
-        token_row_group = torch.tensor(
-            [
-                token_groups.index(group_of_task[int(t)]) if group_of_task[int(t)] in token_groups else 0
-                for t in task_codes.tolist()
-            ],
-            dtype=torch.long,
-            device=inputs_embeds.device,
-        )
+        token_group_of_task = [
+            token_groups.index(group) if group in token_groups else 0
+            for group in ("t2i" if t == "t2i" else "mmu" if t == "mmu" else config.lm_task_group for t in TASKS)
+        ]
         sequence_groups = list(config.sequence_moe_experts)
-        sequence_row_group = torch.tensor(
-            [sequence_groups.index(TASKS[t]) if TASKS[t] in sequence_groups else -1 for t in task_codes.tolist()],
-            dtype=torch.long,
-            device=inputs_embeds.device,
-        )
+        sequence_group_of_task = [sequence_groups.index(t) if t in sequence_groups else -1 for t in TASKS]
+        device = inputs_embeds.device
+        token_row_group = torch.tensor(token_group_of_task, device=device)[task_codes]
+        sequence_row_group = torch.tensor(sequence_group_of_task, device=device)[task_codes]
         if not config.sequence_moe_layers:
             return MoEContext(token_row_group, sequence_row_group, chunk_valid, None, {}, None)
         if state is not None:
@@ -532,7 +526,9 @@ class UniF2aceModel(UniF2acePreTrainedModel):
                         )
                     features[kind] = (external, None)
                 else:
-                    uses_kind = any(kind in config.sequence_moe_experts.get(TASKS[t], []) for t in task_codes.tolist())
+                    uses_kind = any(
+                        kind in config.sequence_moe_experts.get(TASKS[t], []) for t in task_codes.unique().tolist()
+                    )
                     if uses_kind:
                         raise ValueError(
                             f"{kind}_features: this model's {kind} expert reads external features of width {dim}; "
