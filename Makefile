@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_moe.py
+	$(PY) benchmarks/bench_moe.py --output benchmarks/results_moe.json
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
