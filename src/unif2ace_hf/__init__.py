@@ -4,7 +4,14 @@ Importing the package registers the model with transformers' Auto classes, so `A
 `AutoModelForCausalLM` and `AutoModelForImageTextToText` resolve `model_type="unif2ace"`.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+)
 
 from .modeling import (
     UniF2aceCausalLMOutputWithPast,
@@ -15,6 +22,8 @@ from .modeling import (
     UniF2acePreTrainedModel,
     build_omni_attention_mask,
 )
+from .processing_unif2ace import UniF2aceImageProcessor, UniF2aceProcessor
+from .tokenization_unif2ace import train_byte_level_bpe
 
 __version__ = "0.1.0"
 
@@ -25,6 +34,9 @@ def _register_auto_classes() -> None:
     AutoModel.register(UniF2aceConfig, UniF2aceModel, exist_ok=True)
     AutoModelForCausalLM.register(UniF2aceConfig, UniF2aceForConditionalGeneration, exist_ok=True)
     AutoModelForImageTextToText.register(UniF2aceConfig, UniF2aceForConditionalGeneration, exist_ok=True)
+    # Unregistered, AutoProcessor silently falls back to the tokenizer (hf-stack-notes §2).
+    AutoImageProcessor.register(UniF2aceConfig, image_processor_classes={"pil": UniF2aceImageProcessor}, exist_ok=True)
+    AutoProcessor.register(UniF2aceConfig, UniF2aceProcessor, exist_ok=True)
     UniF2aceConfig.register_for_auto_class()
     UniF2aceModel.register_for_auto_class("AutoModel")
     UniF2aceForConditionalGeneration.register_for_auto_class("AutoModelForCausalLM")
@@ -40,5 +52,8 @@ __all__ = [
     "UniF2aceModelOutputWithPast",
     "UniF2aceCausalLMOutputWithPast",
     "build_omni_attention_mask",
+    "UniF2aceImageProcessor",
+    "UniF2aceProcessor",
+    "train_byte_level_bpe",
     "__version__",
 ]

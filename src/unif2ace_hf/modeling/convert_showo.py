@@ -17,24 +17,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import PhiConfig
 
+from ..tokenization_unif2ace import SHOWO_SPECIAL_TOKENS, add_showo_special_tokens
 from .configuration_unif2ace import UniF2aceConfig
 from .modeling_unif2ace import UniF2aceForConditionalGeneration
 
 SHOWO_PREFIX = "showo."
 SHOWO_WEIGHT_FILES = ("pytorch_model.safetensors", "model.safetensors", "pytorch_model.bin")
-# Show-o's special tokens, added in this order right after the text vocabulary (UniversalPrompting).
-SHOWO_SPECIAL_TOKENS = (
-    "<|pad|>",
-    "<|soi|>",
-    "<|eoi|>",
-    "<|sov|>",
-    "<|eov|>",
-    "<|t2i|>",
-    "<|mmu|>",
-    "<|t2v|>",
-    "<|v2v|>",
-    "<|lvg|>",
-)
 MOE_MODES = ("dense", "upcycle")
 
 
@@ -216,19 +204,7 @@ def prepare_tokenizer(tokenizer_dir: str | os.PathLike, layout: UniF2aceConfig):
             f"tokenizer_dir: the tokenizer has {len(tokenizer)} tokens but Show-o's layout expects "
             f"llm_vocab_size={layout.text_vocab_size}"
         )
-    tokenizer.add_special_tokens({"pad_token": SHOWO_SPECIAL_TOKENS[0]})
-    tokenizer.add_tokens(list(SHOWO_SPECIAL_TOKENS[1:]), special_tokens=True)
-    expected = {
-        "<|pad|>": layout.pad_token_id,
-        "<|soi|>": layout.soi_token_id,
-        "<|eoi|>": layout.eoi_token_id,
-        "<|t2i|>": layout.t2i_token_id,
-        "<|mmu|>": layout.mmu_token_id,
-    }
-    for token, token_id in expected.items():
-        got = tokenizer.convert_tokens_to_ids(token)
-        if got != token_id:
-            raise ValueError(f"tokenizer_dir: {token} got id {got}, Show-o uses {token_id}")
+    add_showo_special_tokens(tokenizer)
     return tokenizer
 
 

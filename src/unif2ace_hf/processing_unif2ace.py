@@ -1,0 +1,307 @@
+"""Inputs for UniF²ace: any image people have -> pixels in [-1, 1], and prompts -> Show-o-layout token sequences.
+
+The processor cannot turn pixels into image codes (that needs the model's VQ tokenizer), so understanding prompts
+carry `<|mask|>` placeholders in the image block plus `pixel_values`; the model fills the placeholders with the codes
+of the image. Generation prompts carry `<|mask|>` slots that the diffusion sampler fills.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from transformers import BatchFeature, ProcessorMixin
+from transformers.image_processing_backends import PilBackend
+from transformers.image_utils import PILImageResampling
+
+MAX_IMAGE_PIXELS = 16384 * 16384
+"""Refuse decompression bombs beyond this (PIL warns at ~89 Mpx and we shrink huge images early anyway)."""
+
+DEFAULT_MMU_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}USER: \n{{ message['content'] }} "
+    "{% elif message['role'] == 'assistant' %}ASSISTANT: {{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+"""Show-o's "phi1.5" conversation: `USER: \\n{question} ASSISTANT:`."""
+
+DEFAULT_CAPTION_PROMPT = "Describe this face in detail."
+
+
+def load_image(image, name: str = "image", background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Any image input -> an RGB PIL image, upright (EXIF orientation applied).
+
+    Accepts a PIL image, a file path, bytes, a numpy array or torch tensor (HWC or CHW; uint8, or float in [0, 1]).
+    Alpha is composited on `background`; palette, greyscale, CMYK and 16-bit images are converted.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise ValueError(f"{name}: no such image file {str(image)!r}")
+        try:
+            with Image.open(path) as opened:
+                opened.load()
+                image = ImageOps.exif_transpose(opened)
+        except (OSError, Image.DecompressionBombError, SyntaxError) as error:
+            raise ValueError(f"{name}: cannot read image file {str(path)!r}: {error}") from error
+        return _to_rgb(image, name, background)
+    if isinstance(image, (bytes, bytearray)):
+        try:
+            with Image.open(io.BytesIO(image)) as opened:
+                opened.load()
+                image = ImageOps.exif_transpose(opened)
+        except (OSError, Image.DecompressionBombError, SyntaxError) as error:
+            raise ValueError(f"{name}: cannot decode image bytes: {error}") from error
+        return _to_rgb(image, name, background)
+    if isinstance(image, Image.Image):
+        return _to_rgb(ImageOps.exif_transpose(image), name, background)
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        image = image.float().numpy() if image.dtype in (torch.bfloat16, torch.float16) else image.numpy()
+    if isinstance(image, np.ndarray):
+        return _to_rgb(_array_to_pil(image, name), name, background)
+    raise ValueError(
+        f"{name}: expected a PIL image, a file path, bytes, a numpy array or a torch tensor, got {type(image).__name__}"
+    )
+
+
+def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # CHW -> HWC
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ValueError(f"{name}: expected an array of shape (H, W), (H, W, 3|4) or (3|4, H, W), got {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name}: the image is empty (shape {array.shape})")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name}: the image contains NaN or infinite values")
+        if array.min() < 0 or array.max() > 1:
+            raise ValueError(f"{name}: float images must be in [0, 1], got [{array.min():.3g}, {array.max():.3g}]")
+        array = (array * 255).round().astype(np.uint8)
+    elif array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)
+    elif array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype != np.uint8:
+        if array.min() < 0 or array.max() > 255:
+            raise ValueError(f"{name}: integer images must be in [0, 255], got [{array.min()}, {array.max()}]")
+        array = array.astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _to_rgb(image: Image.Image, name: str, background: tuple[int, int, int]) -> Image.Image:
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"{name}: the image is empty ({image.width}x{image.height})")
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{name}: {image.width}x{image.height} is larger than {MAX_IMAGE_PIXELS} pixels")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.int64)
+        top = max(int(array.max()), 1)
+        image = Image.fromarray((array * 255 // (65535 if top > 255 else 255)).clip(0, 255).astype(np.uint8))
+    if image.mode == "F":
+        array = np.asarray(image, dtype=np.float32)
+        image = Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8))
+    if image.mode in ("LA", "RGBA", "La", "RGBa", "PA"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        image = Image.alpha_composite(canvas, rgba)
+    return image.convert("RGB")
+
+
+class UniF2aceImageProcessor(PilBackend):
+    """Resize the shorter side, centre-crop, normalise to [-1, 1] (Show-o's transform), for any input image."""
+
+    model_input_names = ["pixel_values"]
+    resample = PILImageResampling.BICUBIC
+    size = {"shortest_edge": 256}
+    crop_size = {"height": 256, "width": 256}
+    do_resize = True
+    do_center_crop = True
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    image_mean = [0.5, 0.5, 0.5]
+    image_std = [0.5, 0.5, 0.5]
+    do_convert_rgb = True
+
+    def preprocess(self, images, **kwargs) -> BatchFeature:
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        if not items:
+            raise ValueError("images: got an empty list")
+        names = ["image"] if single else [f"images[{i}]" for i in range(len(items))]
+        crop = kwargs.get("crop_size") or self.crop_size
+        target = max(
+            crop.get("height", 0), crop.get("width", 0), (kwargs.get("size") or self.size).get("shortest_edge", 0)
+        )
+        pil_images = [self._bounded(load_image(item, name), target) for item, name in zip(items, names)]
+        kwargs.setdefault("return_tensors", "pt")
+        return super().preprocess(pil_images, **kwargs)
+
+    @staticmethod
+    def _bounded(image: Image.Image, target: int) -> Image.Image:
+        """Shrink huge images by an integer factor first, so resizing costs O(target²) rather than O(image)."""
+        factor = min(image.size) // max(2 * target, 1)
+        return image.reduce(factor) if factor >= 2 else image
+
+
+class UniF2aceProcessor(ProcessorMixin):
+    """Tokenizer + image processor: Show-o-layout prompts for understanding (mmu) and generation (t2i).
+
+    mmu: `[pad]* [mmu][soi] <mask>×N [eoi][sot] USER: \\n{question} ASSISTANT:` (left padded; the `<mask>` slots
+    are filled by the model from `pixel_values`).
+    t2i: `[pad]* [t2i][sot] text [eot] [soi] <mask>×N [eoi]`, the text part left padded to `max_text_length`.
+    """
+
+    attributes = ["image_processor", "tokenizer"]
+    image_processor_class = "AutoImageProcessor"
+    tokenizer_class = "AutoTokenizer"
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        chat_template: str | None = None,
+        num_image_tokens: int = 256,
+        image_token_offset: int | None = None,
+        codebook_size: int | None = None,
+        mask_token_id: int | None = None,
+        max_text_length: int = 128,
+        max_question_length: int = 128,
+        caption_prompt: str = DEFAULT_CAPTION_PROMPT,
+        **kwargs,
+    ):
+        self.num_image_tokens = num_image_tokens
+        self.image_token_offset = image_token_offset
+        self.codebook_size = codebook_size
+        self.mask_token_id = mask_token_id
+        self.max_text_length = max_text_length
+        self.max_question_length = max_question_length
+        self.caption_prompt = caption_prompt
+        super().__init__(image_processor, tokenizer, chat_template=chat_template or DEFAULT_MMU_CHAT_TEMPLATE, **kwargs)
+
+    # special-token ids come from the tokenizer, so the two can never disagree
+    def _token_id(self, token: str) -> int:
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == self.tokenizer.unk_token_id:
+            raise ValueError(f"tokenizer: has no special token {token}; add Show-o's special tokens first")
+        return token_id
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        return {name: self._token_id(f"<|{name}|>") for name in ("soi", "eoi", "t2i", "mmu")} | {
+            "pad": self.tokenizer.pad_token_id,
+            "sot": self.tokenizer.bos_token_id,
+            "eot": self.tokenizer.eos_token_id,
+        }
+
+    def __call__(self, images=None, text=None, task: str = "mmu", return_tensors: str = "pt", **kwargs) -> BatchFeature:
+        """Build a left-padded batch.
+
+        Args:
+            images: one image or a list (mmu: one per row; t2i: ignored unless editing code fills slots itself).
+            text: question(s) for mmu (None or "" asks for a caption), prompt(s) for t2i.
+            task: `"mmu"` or `"t2i"`.
+        """
+        if task == "mmu":
+            return self.build_mmu_inputs(images, text, **kwargs)
+        if task == "t2i":
+            return self.build_t2i_inputs(text)
+        raise ValueError(f"task: {task!r} is not one of ('mmu', 't2i')")
+
+    def _mask_id(self) -> int:
+        if self.mask_token_id is None:
+            raise ValueError("mask_token_id: the processor was built without the model's mask token id")
+        return self.mask_token_id
+
+    def build_mmu_inputs(self, images, questions=None, **image_kwargs) -> BatchFeature:
+        if images is None:
+            raise ValueError("images: understanding (task='mmu') needs an image per row")
+        image_list = images if isinstance(images, (list, tuple)) else [images]
+        if questions is None or isinstance(questions, str):
+            questions = [questions] * len(image_list)
+        if len(questions) != len(image_list):
+            raise ValueError(f"text: got {len(questions)} questions for {len(image_list)} images")
+        pixel_values = self.image_processor(list(image_list), **image_kwargs)["pixel_values"]
+        ids = self.special_ids
+        rows = []
+        for index, question in enumerate(questions):
+            question = self.caption_prompt if question is None or not str(question).strip() else str(question)
+            text_ids = self._chat_prompt_ids(question, index)
+            rows.append(
+                [ids["mmu"], ids["soi"], *[self._mask_id()] * self.num_image_tokens, ids["eoi"], ids["sot"], *text_ids]
+            )
+        batch = self._left_pad(rows, ids["pad"])
+        batch["pixel_values"] = pixel_values
+        return batch
+
+    def _chat_prompt_ids(self, question: str, index: int) -> list[int]:
+        """Template ids around the question; an over-long question loses its end (with a warning), never the
+        template, so the answer always follows `ASSISTANT:`."""
+        marker = "\x00QUESTION\x00"
+        rendered = self.apply_chat_template(
+            [{"role": "user", "content": marker}], add_generation_prompt=True, tokenize=False
+        )
+        prefix, suffix = rendered.split(marker)
+        encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []  # noqa: E731
+        question_ids = encode(question)
+        if len(question_ids) > self.max_question_length:
+            warnings.warn(
+                f"text[{index}]: the question is {len(question_ids)} tokens long; keeping its first "
+                f"{self.max_question_length} (max_question_length)",
+                stacklevel=3,
+            )
+            question_ids = question_ids[: self.max_question_length]
+        return encode(prefix) + question_ids + encode(suffix)
+
+    def build_t2i_inputs(self, prompts, image_ids: torch.Tensor | None = None) -> BatchFeature:
+        """Generation prompts; `image_ids` (B, N) pre-fills the slots (editing), else all slots are `<mask>`."""
+        prompts = [prompts] if isinstance(prompts, str) or prompts is None else list(prompts)
+        ids = self.special_ids
+        rows = []
+        for index, prompt in enumerate(prompts):
+            text_ids = self.tokenizer(prompt or "", add_special_tokens=False)["input_ids"]
+            room = self.max_text_length - 3  # [t2i][sot] ... [eot]
+            if len(text_ids) > room:
+                warnings.warn(
+                    f"text[{index}]: the prompt is {len(text_ids)} tokens long; keeping the first {room}", stacklevel=2
+                )
+                text_ids = text_ids[:room]
+            text_part = [ids["t2i"], ids["sot"], *text_ids, ids["eot"]]
+            text_part = [ids["pad"]] * (self.max_text_length - len(text_part)) + text_part
+            slots = (
+                [self._mask_id()] * self.num_image_tokens
+                if image_ids is None
+                else (image_ids[index] + self.image_token_offset).tolist()
+            )
+            rows.append(text_part + [ids["soi"], *slots, ids["eoi"]])
+        return self._left_pad(rows, ids["pad"])
+
+    @staticmethod
+    def _left_pad(rows: list[list[int]], pad_id: int) -> BatchFeature:
+        length = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros(len(rows), length, dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, length - len(row) :] = torch.tensor(row)
+            attention_mask[i, length - len(row) :] = 1
+        # t2i rows pad their text part inside the row: those pads are padding too
+        attention_mask &= (input_ids != pad_id).long()
+        return BatchFeature({"input_ids": input_ids, "attention_mask": attention_mask})
+
+    def batch_decode(self, *args, **kwargs) -> list[str]:
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+    def decode(self, *args, **kwargs) -> str:
+        return self.tokenizer.decode(*args, **kwargs)
+
+
+__all__ = ["UniF2aceImageProcessor", "UniF2aceProcessor", "load_image"]
