@@ -53,9 +53,15 @@ def test_mixed_batch_reports_both_groups():
     assert set(out.balance_losses) == {"token/t2i", "token/mmu", "sequence/t2i", "sequence/mmu"}
 
 
-@pytest.mark.parametrize("moe", [False, True])
+@pytest.mark.parametrize("moe", [False, True, "feature-experts"])
 def test_greedy_generate_with_cache_equals_without(moe):
-    model = tiny_model(moe=moe)
+    model = tiny_model(moe=bool(moe))
+    if moe == "feature-experts":  # route every mmu sequence to Semantic + Identity (resampler keys/values cached)
+        for layer in model.model.layers:
+            group = layer.sequence_moe.groups["mmu"]
+            with torch.no_grad():
+                group.router.weight.zero_()
+                group.router.bias.copy_(torch.tensor([0.0, 0.0, 5.0, 5.0]))
     _, ids, mask = mmu_batch(model.config, [[3, 4, 5, 6], [7, 8]])
     kwargs = dict(max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=model.config.pad_token_id)
     cached = model.generate(ids, attention_mask=mask, use_cache=True, **kwargs)

@@ -230,19 +230,31 @@ class UniF2aceResampler(nn.Module):
         self.v_proj = nn.Linear(hidden_size, hidden_size)
         self.o_proj = nn.Linear(hidden_size, hidden_size)
 
+    def project_features(self, features: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values `(B, heads, N, head_dim)` of the feature tokens; they depend only on the features, so a
+        generation computes them once and reuses them at every step."""
+        batch_size, hidden_size = features.shape[0], self.q_proj.out_features
+        head_dim = hidden_size // self.num_heads
+        features = self.feature_norm(self.feature_proj(features.to(dtype)))
+        key = self.k_proj(features).view(batch_size, -1, self.num_heads, head_dim).transpose(1, 2)
+        value = self.v_proj(features).view(batch_size, -1, self.num_heads, head_dim).transpose(1, 2)
+        return key, value
+
     def forward(
-        self, hidden_states: torch.Tensor, features: torch.Tensor, feature_mask: torch.Tensor | None
+        self,
+        hidden_states: torch.Tensor,
+        features: torch.Tensor | None,
+        feature_mask: torch.Tensor | None,
+        key_value: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         batch_size, length, hidden_size = hidden_states.shape
         head_dim = hidden_size // self.num_heads
-        features = self.feature_norm(self.feature_proj(features.to(hidden_states.dtype)))
+        key, value = key_value if key_value is not None else self.project_features(features, hidden_states.dtype)
         query = (
             self.q_proj(self.query_norm(hidden_states))
             .view(batch_size, length, self.num_heads, head_dim)
             .transpose(1, 2)
         )
-        key = self.k_proj(features).view(batch_size, -1, self.num_heads, head_dim).transpose(1, 2)
-        value = self.v_proj(features).view(batch_size, -1, self.num_heads, head_dim).transpose(1, 2)
         mask = None if feature_mask is None else feature_mask[:, None, None, :].bool()
         attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
         return self.o_proj(attended.transpose(1, 2).reshape(batch_size, length, hidden_size))
@@ -267,8 +279,15 @@ class UniF2aceGatedResamplerExpert(nn.Module):
         )
 
     def forward(
-        self, hidden_states: torch.Tensor, features: torch.Tensor | None, feature_mask: torch.Tensor | None
+        self,
+        hidden_states: torch.Tensor,
+        features: torch.Tensor | None,
+        feature_mask: torch.Tensor | None,
+        key_value_store: dict | None = None,
     ) -> torch.Tensor:
+        """`key_value_store` (a dict kept for one generation) caches the resampler's feature keys/values: the
+        features and the rows routed here do not change between decoding steps."""
+        key_value = None if key_value_store is None or self.training else key_value_store.get(self)
         if self.kind == "noise":
             shape = (hidden_states.shape[0], self.noise_num_tokens, self.feature_dim)
             features = (
@@ -277,8 +296,13 @@ class UniF2aceGatedResamplerExpert(nn.Module):
                 else hidden_states.new_zeros(shape)
             )
             feature_mask = None
+        if key_value is None:
+            key_value = self.resampler.project_features(features, hidden_states.dtype)
+            if key_value_store is not None and not self.training:
+                key_value_store[self] = key_value
         weight = F.softmax(self.gate_logits.float(), dim=0)[0].to(hidden_states.dtype)
-        return weight * hidden_states + (1 - weight) * self.resampler(hidden_states, features, feature_mask)
+        resampled = self.resampler(hidden_states, None, feature_mask, key_value=key_value)
+        return weight * hidden_states + (1 - weight) * resampled
 
 
 class UniF2aceSequenceMoEGroup(nn.Module):
@@ -309,6 +333,7 @@ class UniF2aceSequenceMoEGroup(nn.Module):
         top_index: torch.LongTensor,
         top_weight: torch.Tensor,
         features: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]],
+        key_value_store: dict | None = None,
     ) -> torch.Tensor:
         """Gate-weighted sum of each sequence's selected experts; sequences are grouped per expert."""
         out = torch.zeros_like(hidden_states)
@@ -327,6 +352,7 @@ class UniF2aceSequenceMoEGroup(nn.Module):
                     selected,
                     None if feats is None else feats[rows],
                     None if mask is None else mask[rows],
+                    key_value_store,
                 )
             out = out.index_add(0, rows, weight * expert_out)
         return out
@@ -348,6 +374,7 @@ class UniF2aceSequenceMoE(nn.Module):
         row_group: torch.LongTensor,
         routing: dict[str, tuple[torch.LongTensor, torch.Tensor]],
         features: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]],
+        key_value_store: dict | None = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -355,6 +382,7 @@ class UniF2aceSequenceMoE(nn.Module):
             row_group: `(B,)` index into `group_names`, or -1 for rows that bypass the sequence MoE (plain text).
             routing: per group name, `(top_index, top_weight)` for the rows of that group (in row order).
             features: per expert kind, `(features, feature_mask)` for the whole batch.
+            key_value_store: per-generation cache of the resampler experts' feature keys/values (None: no reuse).
         """
         out = hidden_states
         for group_id, name in enumerate(self.group_names):
@@ -366,7 +394,7 @@ class UniF2aceSequenceMoE(nn.Module):
                 kind: (None if f is None else f[rows], None if m is None else m[rows])
                 for kind, (f, m) in features.items()
             }
-            group_out = self.groups[name](hidden_states[rows], top_index, top_weight, group_features)
+            group_out = self.groups[name](hidden_states[rows], top_index, top_weight, group_features, key_value_store)
             out = out.index_copy(0, rows, group_out.to(out.dtype))
         return out
 
