@@ -1,0 +1,1 @@
+"""Pipelines: text-to-face generation (diffusers) and face understanding (transformers)."""
