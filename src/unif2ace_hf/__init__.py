@@ -4,6 +4,8 @@ Importing the package registers the model with transformers' Auto classes, so `A
 `AutoModelForCausalLM` and `AutoModelForImageTextToText` resolve `model_type="unif2ace"`.
 """
 
+from pathlib import Path
+
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -20,12 +22,18 @@ from .modeling import (
     UniF2aceModel,
     UniF2aceModelOutputWithPast,
     UniF2acePreTrainedModel,
+    UniF2aceVQConfig,
+    UniF2aceVQModel,
     build_omni_attention_mask,
 )
 from .processing_unif2ace import UniF2aceImageProcessor, UniF2aceProcessor
 from .tokenization_unif2ace import train_byte_level_bpe
 
 __version__ = "0.1.0"
+
+DEFAULT_VQ_MODEL = str(Path(__file__).resolve().parent / "default_models" / "unif2ace-vq-tiny")
+"""The image tokenizer trained here on SynthFace (64×64 images, 16×16 codes, 1024 codes), shipped in the package:
+`UniF2aceVQModel.from_pretrained(DEFAULT_VQ_MODEL)`."""
 
 
 def _register_auto_classes() -> None:
@@ -37,7 +45,11 @@ def _register_auto_classes() -> None:
     # Unregistered, AutoProcessor silently falls back to the tokenizer (hf-stack-notes §2).
     AutoImageProcessor.register(UniF2aceConfig, image_processor_classes={"pil": UniF2aceImageProcessor}, exist_ok=True)
     AutoProcessor.register(UniF2aceConfig, UniF2aceProcessor, exist_ok=True)
+    AutoConfig.register(UniF2aceVQConfig.model_type, UniF2aceVQConfig, exist_ok=True)
+    AutoModel.register(UniF2aceVQConfig, UniF2aceVQModel, exist_ok=True)
     UniF2aceConfig.register_for_auto_class()
+    UniF2aceVQConfig.register_for_auto_class()
+    UniF2aceVQModel.register_for_auto_class("AutoModel")
     UniF2aceModel.register_for_auto_class("AutoModel")
     UniF2aceForConditionalGeneration.register_for_auto_class("AutoModelForCausalLM")
 
@@ -52,6 +64,9 @@ __all__ = [
     "UniF2aceModelOutputWithPast",
     "UniF2aceCausalLMOutputWithPast",
     "build_omni_attention_mask",
+    "UniF2aceVQConfig",
+    "UniF2aceVQModel",
+    "DEFAULT_VQ_MODEL",
     "UniF2aceImageProcessor",
     "UniF2aceProcessor",
     "train_byte_level_bpe",

@@ -10,6 +10,7 @@ import sys
 COMMAND_MODULES = (
     "unif2ace_hf.commands.convert",
     "unif2ace_hf.commands.data",
+    "unif2ace_hf.commands.tokenizer",
 )
 
 

@@ -1,6 +1,7 @@
 """UniF²ace model code: configuration, backbone, MoE levels, omni-attention and checkpoint conversion."""
 
-from .configuration_unif2ace import UniF2aceConfig
+from .configuration_unif2ace import UniF2aceConfig, UniF2aceVQConfig
+from .image_tokenizer import UniF2aceVQModel, UniF2aceVQOutput
 from .modeling_unif2ace import (
     UniF2aceCausalLMOutputWithPast,
     UniF2aceForConditionalGeneration,
@@ -18,4 +19,7 @@ __all__ = [
     "UniF2aceModelOutputWithPast",
     "UniF2aceCausalLMOutputWithPast",
     "build_omni_attention_mask",
+    "UniF2aceVQConfig",
+    "UniF2aceVQModel",
+    "UniF2aceVQOutput",
 ]

@@ -7,6 +7,7 @@ checkpoint (Phi-1.5 sizes, 58 498-token vocabulary) and the tiny default model t
 from __future__ import annotations
 
 from transformers import PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
 
 TOKEN_MOE_GROUPS = ("t2i", "mmu")
 """Task groups of the token-level MoE; a row's task decides its group (not a learned choice)."""
@@ -16,6 +17,121 @@ SEQUENCE_EXPERT_KINDS = ("copy", "zero", "noise", "semantic", "identity")
 
 TASKS = ("t2i", "mmu", "lm")
 """Row tasks: text-to-image, multimodal understanding, and plain language modelling."""
+
+
+class UniF2aceVQConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`UniF2aceVQModel`], a MAGVIT-v2 style image tokenizer: a taming-VQGAN conv encoder/decoder with
+    lookup-free quantisation (LFQ). The defaults are the public MAGVIT-v2 tokenizer used by Show-o (256×256 images,
+    16×16 codes, 2^13 codes).
+
+    Args:
+        image_size (`int`): side of the square images the tokenizer is trained for (any multiple of
+            `downsample_factor` is accepted at run time).
+        num_channels (`int`): image channels (3).
+        base_channels (`int`): width of the first level (`ch`); level `i` has `base_channels * multiplier[i]`.
+        encoder_channel_multipliers, decoder_channel_multipliers (`list[int]`): per-level width multipliers; both
+            lists have the same length, and every level but the last halves (encoder) or doubles (decoder) the side.
+        encoder_num_res_blocks, decoder_num_res_blocks (`list[int]`): residual blocks per level.
+        attn_resolutions (`list[int]`): feature-map sides at which every residual block is followed by self-attention
+            (the middle block always has one).
+        codebook_dim (`int`): latent channels = bits per code (`z_channels`).
+        codebook_size (`int`, *optional*): number of codes; derived as `2**codebook_dim` and checked if given.
+        norm_num_groups (`int`): GroupNorm groups; every width must be divisible by it.
+        norm_eps (`float`): GroupNorm epsilon.
+    """
+
+    model_type = "unif2ace_vq"
+
+    image_size: int = 256
+    num_channels: int = 3
+    base_channels: int = 128
+    encoder_channel_multipliers: list | None = None
+    encoder_num_res_blocks: list | None = None
+    decoder_channel_multipliers: list | None = None
+    decoder_num_res_blocks: list | None = None
+    attn_resolutions: list | None = None
+    codebook_dim: int = 13
+    codebook_size: int | None = None
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-6
+
+    def __post_init__(self, **kwargs):
+        if self.encoder_channel_multipliers is None:
+            self.encoder_channel_multipliers = [1, 2, 2, 4, 4]
+        if self.encoder_num_res_blocks is None:
+            self.encoder_num_res_blocks = [4, 3, 4, 3, 4]
+        if self.decoder_channel_multipliers is None:
+            self.decoder_channel_multipliers = [1, 1, 2, 2, 4]
+        if self.decoder_num_res_blocks is None:
+            self.decoder_num_res_blocks = [4, 4, 3, 4, 3]
+        if self.attn_resolutions is None:
+            self.attn_resolutions = []
+        for field in (
+            "encoder_channel_multipliers",
+            "encoder_num_res_blocks",
+            "decoder_channel_multipliers",
+            "decoder_num_res_blocks",
+            "attn_resolutions",
+        ):
+            setattr(self, field, [int(v) for v in getattr(self, field)])
+        if self.codebook_size is None:
+            self.codebook_size = 2**self.codebook_dim
+        super().__post_init__(**kwargs)
+        self._validate_vq()
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.encoder_channel_multipliers)
+
+    @property
+    def downsample_factor(self) -> int:
+        """Pixels per code along each side."""
+        return 2 ** (self.num_levels - 1)
+
+    @property
+    def latent_size(self) -> int:
+        """Codes per side at `image_size`."""
+        return self.image_size // self.downsample_factor
+
+    def _validate_vq(self) -> None:
+        """Reject sizes that would fail deep inside the network or mislabel codes."""
+
+        def fail(field: str, message: str) -> None:
+            raise ValueError(f"UniF2aceVQConfig.{field}: {message}")
+
+        if not 1 <= self.codebook_dim <= 30:
+            fail("codebook_dim", f"{self.codebook_dim} must be in [1, 30]")
+        if self.codebook_size != 2**self.codebook_dim:
+            fail(
+                "codebook_size",
+                f"{self.codebook_size} must be 2**codebook_dim = {2**self.codebook_dim} (lookup-free quantisation)",
+            )
+        for side in ("encoder", "decoder"):
+            multipliers = getattr(self, f"{side}_channel_multipliers")
+            blocks = getattr(self, f"{side}_num_res_blocks")
+            if not multipliers or any(m < 1 for m in multipliers):
+                fail(f"{side}_channel_multipliers", f"{multipliers} must be a non-empty list of positive integers")
+            if len(blocks) != len(multipliers) or any(b < 1 for b in blocks):
+                fail(
+                    f"{side}_num_res_blocks",
+                    f"{blocks} must give a positive block count for each of the {len(multipliers)} levels",
+                )
+        if len(self.decoder_channel_multipliers) != self.num_levels:
+            fail(
+                "decoder_channel_multipliers",
+                f"has {len(self.decoder_channel_multipliers)} levels but the encoder has {self.num_levels}; the "
+                "decoder must upsample by the factor the encoder downsamples",
+            )
+        widths = {self.base_channels * m for m in self.encoder_channel_multipliers + self.decoder_channel_multipliers}
+        bad = sorted(w for w in widths if w % self.norm_num_groups)
+        if self.base_channels < 1 or bad:
+            fail("base_channels", f"widths {bad} are not divisible by norm_num_groups={self.norm_num_groups}")
+        if self.image_size < 1 or self.image_size % self.downsample_factor:
+            fail(
+                "image_size",
+                f"{self.image_size} is not divisible by the downsampling factor {self.downsample_factor}",
+            )
 
 
 class UniF2aceConfig(PreTrainedConfig):
@@ -59,10 +175,13 @@ class UniF2aceConfig(PreTrainedConfig):
         semantic_feature_dim, identity_feature_dim (`int`, *optional*): widths of external encoder features
             (e.g. CLIP, a face-ID network). `None` means the built-in source: the input embeddings of the condition
             tokens (the image for understanding rows).
-        vq_config (`dict`, *optional*): configuration slot of the image tokenizer.
+        vq_config ([`UniF2aceVQConfig`] or `dict`, *optional*): the image tokenizer held by
+            [`UniF2aceForConditionalGeneration`] as `vq_model`; `None` means the checkpoint has no tokenizer. Its
+            `codebook_size` must equal this config's `codebook_size`.
     """
 
     model_type = "unif2ace"
+    sub_configs_defaults = {"vq_config": SubConfigSpec(UniF2aceVQConfig, optional=True)}
     keys_to_ignore_at_inference = ["cache"]
 
     # vocabulary
@@ -121,8 +240,8 @@ class UniF2aceConfig(PreTrainedConfig):
     semantic_feature_dim: int | None = None
     identity_feature_dim: int | None = None
 
-    # image tokenizer slot (filled by the tokenizer issue)
-    vq_config: dict | None = None
+    # image tokenizer (None: no tokenizer in this checkpoint)
+    vq_config: UniF2aceVQConfig | dict | None = None
 
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
@@ -220,6 +339,11 @@ class UniF2aceConfig(PreTrainedConfig):
             missing = [g for g in self.token_moe_groups if g not in self.token_moe_balance_coefficients]
             if missing:
                 fail("token_moe_balance_coefficients", f"no coefficient for group(s) {missing}")
+        if self.vq_config is not None and self.vq_config.codebook_size != self.codebook_size:
+            fail(
+                "vq_config",
+                f"the image tokenizer has {self.vq_config.codebook_size} codes but codebook_size={self.codebook_size}",
+            )
         if self.lm_task_group not in TOKEN_MOE_GROUPS:
             fail("lm_task_group", f"{self.lm_task_group!r} must be one of {TOKEN_MOE_GROUPS}")
         if self.sequence_moe_layers:
@@ -243,4 +367,4 @@ class UniF2aceConfig(PreTrainedConfig):
                 )
 
 
-__all__ = ["UniF2aceConfig", "TOKEN_MOE_GROUPS", "SEQUENCE_EXPERT_KINDS", "TASKS"]
+__all__ = ["UniF2aceConfig", "UniF2aceVQConfig", "TOKEN_MOE_GROUPS", "SEQUENCE_EXPERT_KINDS", "TASKS"]

@@ -20,6 +20,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_unif2ace import TASKS, UniF2aceConfig
+from .image_tokenizer import UniF2aceVQModel
 from .moe import (
     UniF2aceGatedResamplerExpert,
     UniF2aceMLP,
@@ -192,6 +193,7 @@ class MoEContext:
     condition_mask: torch.Tensor | None  # (B, L) condition tokens of this chunk (None: none here)
     features: dict  # kind -> (features, mask) for the resampler experts
     stored_routing: dict | None  # layer -> routing, recorded on the cache at prefill
+    resampler_key_values: dict | None = None  # resampler expert -> feature keys/values, kept for one generation
 
 
 class UniF2aceDecoderLayer(GradientCheckpointingLayer):
@@ -244,7 +246,11 @@ class UniF2aceDecoderLayer(GradientCheckpointingLayer):
                     condition_mean, moe_context.sequence_row_group
                 )
             hidden_states = self.sequence_moe(
-                hidden_states, moe_context.sequence_row_group, sequence_routing, moe_context.features
+                hidden_states,
+                moe_context.sequence_row_group,
+                sequence_routing,
+                moe_context.features,
+                moe_context.resampler_key_values,
             )
         return hidden_states, token_balances, (sequence_routing, sequence_balances), attn_weights
 
@@ -402,7 +408,14 @@ class UniF2aceModel(UniF2acePreTrainedModel):
                 causal = torch.ones(length, past_length + length, dtype=torch.bool, device=device).tril(past_length)
                 mask_4d = (causal[None] & padding_2d[:, None, :])[:, None]
         moe_context = self._moe_context(
-            input_ids, inputs_embeds, chunk_valid, task_codes, state, semantic_features, identity_features
+            input_ids,
+            inputs_embeds,
+            chunk_valid,
+            task_codes,
+            state,
+            semantic_features,
+            identity_features,
+            cache_in_use=cache is not None,
         )
 
         hidden_states = self.embed_dropout(inputs_embeds)
@@ -439,7 +452,12 @@ class UniF2aceModel(UniF2acePreTrainedModel):
             setattr(
                 cache,
                 _CACHE_STATE_ATTRIBUTE,
-                {"tasks": task_codes, "routing": new_routing, "features": moe_context.features},
+                {
+                    "tasks": task_codes,
+                    "routing": new_routing,
+                    "features": moe_context.features,
+                    "resampler_key_values": moe_context.resampler_key_values,
+                },
             )
         aux_loss, balance_losses = self._aux_loss(token_balances, sequence_balances, device)
         return UniF2aceModelOutputWithPast(
@@ -491,7 +509,15 @@ class UniF2aceModel(UniF2acePreTrainedModel):
         return torch.full((batch_size,), TASK_LM, dtype=torch.long, device=device)
 
     def _moe_context(
-        self, input_ids, inputs_embeds, chunk_valid, task_codes, state, semantic_features, identity_features
+        self,
+        input_ids,
+        inputs_embeds,
+        chunk_valid,
+        task_codes,
+        state,
+        semantic_features,
+        identity_features,
+        cache_in_use: bool = False,
     ):
         config = self.config
         # Lookup tables indexed by task code (TASKS order), so no per-row Python loop or host sync.
@@ -535,7 +561,13 @@ class UniF2aceModel(UniF2acePreTrainedModel):
                             f"pass {kind}_features=(batch, tokens, {dim}) from the {kind} encoder."
                         )
         stored_routing = state["routing"] if state is not None else None
-        return MoEContext(token_row_group, sequence_row_group, chunk_valid, condition_mask, features, stored_routing)
+        if state is not None:
+            key_values = state["resampler_key_values"]
+        else:
+            key_values = {} if cache_in_use else None
+        return MoEContext(
+            token_row_group, sequence_row_group, chunk_valid, condition_mask, features, stored_routing, key_values
+        )
 
     def _condition_mask(self, input_ids, chunk_valid, task_codes) -> torch.Tensor:
         """Tokens the sequence router reads: the text before `<|soi|>` for t2i rows, the image codes between
@@ -567,7 +599,8 @@ class UniF2aceModel(UniF2acePreTrainedModel):
 
 class UniF2aceForConditionalGeneration(UniF2acePreTrainedModel, GenerationMixin):
     """UniF²ace with its language/image-code head: next-token generation for understanding, and the per-position
-    logits that masked image generation samples from."""
+    logits that masked image generation samples from. When `config.vq_config` is set it also holds the image
+    tokenizer as `vq_model` (saved and loaded with the rest, strictly), so one folder serves every pipeline."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
@@ -575,6 +608,7 @@ class UniF2aceForConditionalGeneration(UniF2acePreTrainedModel, GenerationMixin)
         super().__init__(config)
         self.model = UniF2aceModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=True)
+        self.vq_model = UniF2aceVQModel(config.vq_config) if config.vq_config is not None else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:

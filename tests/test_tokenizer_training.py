@@ -1,0 +1,151 @@
+"""Tokenizer training (accelerate, metrics, resume), its data sources, and `unif2ace eval-tokenizer`."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unif2ace_hf import UniF2aceVQModel
+from unif2ace_hf.cli import main
+from unif2ace_hf.training.tokenizer_data import load_images, render_synthface
+from unif2ace_hf.training.tokenizer_trainer import TOKENIZER_PRESETS, TokenizerTrainingArguments, train_tokenizer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Small convolutions gain nothing from a second thread on a shared 2-core machine; oversubscribed, they crawl."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def faces() -> torch.Tensor:
+    return render_synthface(12, size=32, seed=1, workers=1)
+
+
+def arguments(output_dir, **overrides) -> TokenizerTrainingArguments:
+    values = dict(
+        data="unused",
+        output_dir=str(output_dir),
+        config="micro",
+        max_steps=3,
+        batch_size=4,
+        warmup_steps=1,
+        save_steps=2,
+        log_steps=2,
+        progress=False,
+    )
+    return TokenizerTrainingArguments(**{**values, **overrides})
+
+
+def read_metrics(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_three_steps_write_metrics_a_model_and_resume_exactly(tmp_path, faces):
+    summary = train_tokenizer(arguments(tmp_path / "full", max_steps=5, save_steps=3), images=faces)
+    assert summary["steps"] == 5
+    full = read_metrics(tmp_path / "full")
+    assert [row["step"] for row in full] == [1, 2, 3, 4, 5]
+    assert {"loss", "l1", "gradient", "commitment", "entropy", "psnr", "lr"} <= set(full[0])
+    model = UniF2aceVQModel.from_pretrained(tmp_path / "full")
+    assert model.config.image_size == 32
+
+    # A run stopped at step 3 and resumed gives the uninterrupted run's steps 4 and 5.
+    short = train_tokenizer(arguments(tmp_path / "short", max_steps=3), images=faces)
+    assert short["steps"] == 3 and [row["step"] for row in read_metrics(tmp_path / "short")] == [1, 2, 3]
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "full", resumed_dir)
+    shutil.rmtree(resumed_dir / "checkpoints" / "step-5")
+    summary = train_tokenizer(arguments(resumed_dir, max_steps=5, save_steps=3, resume=True), images=faces)
+    assert summary["steps"] == 5
+    resumed = read_metrics(resumed_dir)
+    assert [row["step"] for row in resumed] == [1, 2, 3, 4, 5]
+    for a, b in zip(resumed[3:], full[3:]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path, faces):
+    train_tokenizer(arguments(tmp_path / "run", max_steps=1), images=faces)
+    with pytest.raises(ValueError, match="output_dir.*already holds a run"):
+        train_tokenizer(arguments(tmp_path / "run", max_steps=1), images=faces)
+    with pytest.raises(ValueError, match="resume.*no checkpoint"):
+        train_tokenizer(arguments(tmp_path / "fresh", resume=True), images=faces)
+    with pytest.raises(ValueError, match="data.*expects 64"):
+        train_tokenizer(arguments(tmp_path / "wrong", config="tiny"), images=faces)
+
+
+def test_bf16_run_after_an_fp32_run_in_one_process(tmp_path, faces):
+    train_tokenizer(arguments(tmp_path / "fp32", max_steps=1), images=faces)
+    summary = train_tokenizer(arguments(tmp_path / "bf16", max_steps=1, bf16=True), images=faces)
+    assert summary["mixed_precision"] == "bf16" and read_metrics(tmp_path / "bf16")[0]["loss"] > 0
+
+
+def test_tiny_preset_fits_the_size_budget():
+    from unif2ace_hf import UniF2aceVQConfig
+
+    config = UniF2aceVQConfig(**TOKENIZER_PRESETS["tiny"])
+    model = UniF2aceVQModel(config)
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert size <= 15_000_000 and config.codebook_size == 1024 and config.latent_size == 16
+
+
+def test_data_sources_agree(tmp_path, faces):
+    np.save(tmp_path / "faces.npy", faces.numpy())
+    (tmp_path / "pngs").mkdir()
+    for i, face in enumerate(faces):
+        Image.fromarray(face.numpy()).save(tmp_path / "pngs" / f"{i:03d}.png")
+    assert torch.equal(load_images(tmp_path / "faces.npy"), faces)
+    assert torch.equal(load_images(tmp_path / "pngs"), faces)
+    assert load_images(tmp_path / "pngs", image_size=16, limit=3).shape == (3, 16, 16, 3)
+    assert torch.equal(load_images("synthface:12:1", image_size=32), faces)
+    with pytest.raises(ValueError, match="data"):
+        load_images(tmp_path / "nothing-here")
+
+
+def test_cli_trains_and_evaluates_on_a_parquet_dataset(tmp_path, capsys):
+    pytest.importorskip("datasets")
+    synthface = pytest.importorskip("unif2ace_hf.data.synthface")
+    synthface.write_synthface(tmp_path / "data", 80, size=32, seed=0)
+    assert load_images(tmp_path / "data", split="test").shape == (4, 32, 32, 3)
+    code = main(
+        [
+            "train-tokenizer",
+            "--data", str(tmp_path / "data"),
+            "--output-dir", str(tmp_path / "vq"),
+            "--config", "micro",
+            "--max-steps", "2",
+            "--batch-size", "4",
+            "--no-progress",
+            "--device", "cpu",
+        ]
+    )  # fmt: skip
+    assert code == 0 and "trained 2 steps" in capsys.readouterr().out
+    grid = tmp_path / "recon.png"
+    code = main(
+        ["eval-tokenizer", "--model", str(tmp_path / "vq"), "--data", str(tmp_path / "data"), "--split", "test",
+         "--grid", str(grid), "--json", str(tmp_path / "eval.json")]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "PSNR:" in out and "codebook usage:" in out
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["num_images"] == 4 and 0 < result["codebook_usage"] <= 1
+    assert Image.open(grid).size == (4 * 32, 2 * 32)
+
+
+def test_warm_start_continues_from_a_saved_tokenizer(tmp_path, faces):
+    train_tokenizer(arguments(tmp_path / "first", max_steps=2), images=faces)
+    first = UniF2aceVQModel.from_pretrained(tmp_path / "first")
+    summary = train_tokenizer(
+        arguments(tmp_path / "second", max_steps=1, learning_rate=0.0, init_from=str(tmp_path / "first")), images=faces
+    )
+    assert summary["steps"] == 1
+    second = UniF2aceVQModel.from_pretrained(tmp_path / "second")
+    assert second.config.to_diff_dict() == first.config.to_diff_dict()
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name  # learning rate 0: the weights are the first run's
