@@ -66,3 +66,66 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
         ids[i, length - len(row) :] = torch.tensor(row)
         mask[i, length - len(row) :] = 1
     return ids, mask
+
+
+TINY_VQ = dict(
+    image_size=16,
+    base_channels=32,
+    encoder_channel_multipliers=[1, 2],
+    decoder_channel_multipliers=[1, 2],
+    encoder_num_res_blocks=[1, 1],
+    decoder_num_res_blocks=[1, 1],
+    attn_resolutions=[],
+    codebook_dim=6,
+)
+TINY_TEXTS = [
+    "a smiling woman with red hair",
+    "an old man with a grey beard",
+    "a child with freckles",
+    "What colour is her hair? red",
+    "Is he wearing glasses? yes",
+]
+
+
+def tiny_checkpoint(weight_std: float = 0.2):
+    """A complete small model (backbone + 16px VQ tokenizer with 64 codes) and its processor, built in-process.
+
+    The backbone's weights are drawn larger than the 0.02 init so greedy decoding and sampling are not degenerate.
+    """
+    from unif2ace_hf import UniF2aceForConditionalGeneration, UniF2aceProcessor, UniF2aceVQConfig, train_byte_level_bpe
+    from unif2ace_hf.processing_unif2ace import UniF2aceImageProcessor
+
+    tokenizer = train_byte_level_bpe(TINY_TEXTS * 20, vocab_size=280)
+    text_vocab = len(tokenizer) - 10
+    layout = dict(
+        text_vocab_size=text_vocab,
+        pad_token_id=text_vocab,
+        soi_token_id=text_vocab + 1,
+        eoi_token_id=text_vocab + 2,
+        t2i_token_id=text_vocab + 5,
+        mmu_token_id=text_vocab + 6,
+        reserved_task_token_ids=[text_vocab + 7, text_vocab + 8, text_vocab + 9],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        image_token_offset=text_vocab + 10,
+        codebook_size=64,
+        mask_token_id=text_vocab + 10 + 64,
+        vocab_size=text_vocab + 10 + 64 + 1,
+    )
+    config = tiny_config(**layout, vq_config=UniF2aceVQConfig(**TINY_VQ))
+    model = UniF2aceForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for name, p in model.model.named_parameters():
+            if "layernorm" not in name:
+                p.normal_(std=weight_std)
+        model.lm_head.weight.normal_(std=weight_std)
+    processor = UniF2aceProcessor(
+        image_processor=UniF2aceImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+        tokenizer=tokenizer,
+        num_image_tokens=64,
+        image_token_offset=config.image_token_offset,
+        codebook_size=64,
+        mask_token_id=config.mask_token_id,
+        max_text_length=24,
+    )
+    return model, processor

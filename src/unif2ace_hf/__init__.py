@@ -26,6 +26,9 @@ from .modeling import (
     UniF2aceVQModel,
     build_omni_attention_mask,
 )
+from .pipelines.face_understanding import FaceUnderstandingPipeline
+from .pipelines.pipeline_unif2ace import UniF2acePipeline, UniF2acePipelineOutput
+from .pipelines.scheduling_unif2ace import UniF2aceMaskGITScheduler
 from .processing_unif2ace import UniF2aceImageProcessor, UniF2aceProcessor
 from .tokenization_unif2ace import train_byte_level_bpe
 
@@ -52,9 +55,24 @@ def _register_auto_classes() -> None:
     UniF2aceVQModel.register_for_auto_class("AutoModel")
     UniF2aceModel.register_for_auto_class("AutoModel")
     UniF2aceForConditionalGeneration.register_for_auto_class("AutoModelForCausalLM")
+    UniF2aceImageProcessor.register_for_auto_class("AutoImageProcessor")
+    UniF2aceProcessor.register_for_auto_class("AutoProcessor")
+
+
+def _register_pipeline_task() -> None:
+    """`pipeline("face-understanding")`; saved pipelines also carry it as remote code (`custom_pipelines`)."""
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    PIPELINE_REGISTRY.register_pipeline(
+        "face-understanding",
+        pipeline_class=FaceUnderstandingPipeline,
+        pt_model=AutoModelForCausalLM,
+        type="multimodal",
+    )
 
 
 _register_auto_classes()
+_register_pipeline_task()
 
 __all__ = [
     "UniF2aceConfig",
@@ -67,6 +85,10 @@ __all__ = [
     "UniF2aceVQConfig",
     "UniF2aceVQModel",
     "DEFAULT_VQ_MODEL",
+    "FaceUnderstandingPipeline",
+    "UniF2acePipeline",
+    "UniF2acePipelineOutput",
+    "UniF2aceMaskGITScheduler",
     "UniF2aceImageProcessor",
     "UniF2aceProcessor",
     "train_byte_level_bpe",

@@ -230,7 +230,7 @@ class UniF2aceProcessor(ProcessorMixin):
             questions = [questions] * len(image_list)
         if len(questions) != len(image_list):
             raise ValueError(f"text: got {len(questions)} questions for {len(image_list)} images")
-        pixel_values = self.image_processor(list(image_list), **image_kwargs)["pixel_values"]
+        pixel_values = self.image_processor(images, **image_kwargs)["pixel_values"]
         ids = self.special_ids
         rows = []
         for index, question in enumerate(questions):

@@ -33,6 +33,7 @@ from .omni_attention import (
     TASK_MMU,
     build_omni_attention_mask,
     find_bidirectional_blocks,
+    first_token_of_rows,
     infer_tasks,
     validate_4d_mask,
 )
@@ -623,6 +624,44 @@ class UniF2aceForConditionalGeneration(UniF2acePreTrainedModel, GenerationMixin)
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
+    def codebook_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Float32 logits over the image codes only (`(..., codebook_size)`): what masked image generation samples
+        from, at a fraction of the full-vocabulary head's cost."""
+        start, stop = self.config.image_token_range
+        weight = self.lm_head.weight[start:stop]
+        bias = self.lm_head.bias[start:stop] if self.lm_head.bias is not None else None
+        return nn.functional.linear(hidden_states, weight, bias).float()
+
+    def fill_image_placeholders(self, input_ids: torch.LongTensor, pixel_values: torch.FloatTensor) -> torch.LongTensor:
+        """Replace the `<mask>` placeholders of mmu image blocks with the codes of `pixel_values` (one image per row
+        that has placeholders, in row order). Returns `input_ids` unchanged when there are none (decoding steps)."""
+        config = self.config
+        placeholders = input_ids == config.mask_token_id
+        if input_ids.shape[1] > 1:
+            row_is_mmu = first_token_of_rows(input_ids, input_ids != config.pad_token_id) == config.mmu_token_id
+            placeholders &= row_is_mmu[:, None]
+        rows = placeholders.any(dim=1)
+        if not bool(rows.any()):
+            return input_ids
+        if self.vq_model is None:
+            raise ValueError(
+                "pixel_values: this model has no image tokenizer (config.vq_config is None); pass image codes in input_ids"
+            )
+        if pixel_values.shape[0] != int(rows.sum()):
+            raise ValueError(
+                f"pixel_values: got {pixel_values.shape[0]} images for {int(rows.sum())} rows with image placeholders"
+            )
+        codes = self.vq_model.encode(pixel_values.to(device=self.vq_model.device, dtype=self.vq_model.dtype))
+        counts = placeholders[rows].sum(dim=1)
+        if bool((counts != codes.shape[1]).any()):
+            raise ValueError(
+                f"pixel_values: the image tokenizer makes {codes.shape[1]} codes per image but the prompt has "
+                f"{counts.tolist()} placeholders; build prompts with num_image_tokens={codes.shape[1]}"
+            )
+        filled = input_ids.clone()
+        filled[placeholders] = (codes.to(input_ids.device) + config.image_token_offset).reshape(-1)
+        return filled
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -636,6 +675,7 @@ class UniF2aceForConditionalGeneration(UniF2acePreTrainedModel, GenerationMixin)
         tasks: list[str] | str | torch.Tensor | None = None,
         semantic_features: torch.Tensor | None = None,
         identity_features: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -644,11 +684,16 @@ class UniF2aceForConditionalGeneration(UniF2acePreTrainedModel, GenerationMixin)
         r"""
         labels (`torch.LongTensor` of shape `(B, L)`): next-token targets (-100 = ignored); the loss is the shifted
             cross-entropy plus the weighted MoE balance loss.
+        pixel_values (`torch.FloatTensor` of shape `(B, 3, H, W)` in [-1, 1]): images of understanding rows. Where
+            `input_ids` holds `<mask>` placeholders in an mmu image block (as `UniF2aceProcessor` builds them), they
+            are replaced by the image's codes. Decoding steps carry no placeholders, so the image is encoded once.
         logits_to_keep (`int` or `torch.Tensor`): keep only the last N positions (int), or the given positions
             (1-D tensor), when computing logits.
 
         Other arguments: see [`UniF2aceModel.forward`]. Logits are returned in float32.
         """
+        if pixel_values is not None and input_ids is not None:
+            input_ids = self.fill_image_placeholders(input_ids, pixel_values)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
