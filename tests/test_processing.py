@@ -196,3 +196,39 @@ def test_auto_classes_resolve_the_processor(tmp_path, processor):
     tiny_config(moe=False).save_pretrained(tmp_path)
     assert isinstance(AutoProcessor.from_pretrained(tmp_path), UniF2aceProcessor)
     assert isinstance(AutoImageProcessor.from_pretrained(tmp_path), UniF2aceImageProcessor)
+
+
+def test_train_text_tokenizer_command_on_a_face_dataset(tmp_path):
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from unif2ace_hf.cli import main as cli
+
+    rows = {
+        "id": [f"f{i}" for i in range(40)],
+        "caption": [TEXTS[i % 2] for i in range(40)],
+        "qa": [[{"question": "What shape are her eyebrows?", "answer": "arched"}] for _ in range(40)],
+    }
+    (tmp_path / "data").mkdir()
+    Dataset.from_dict(rows).to_parquet(str(tmp_path / "data" / "train.parquet"))
+    assert (
+        cli(
+            [
+                "train-text-tokenizer",
+                "--data",
+                str(tmp_path / "data"),
+                "--output-dir",
+                str(tmp_path / "tok"),
+                "--vocab-size",
+                "400",
+            ]
+        )
+        == 0
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert tokenizer.convert_tokens_to_ids("<|mmu|>") == len(tokenizer) - 4
+    assert (
+        tokenizer.decode(tokenizer("arched eyebrows ✓", add_special_tokens=False)["input_ids"]) == "arched eyebrows ✓"
+    )
+    # frequent face words become single tokens
+    assert len(tokenizer("eyebrows", add_special_tokens=False)["input_ids"]) <= 2

@@ -11,6 +11,7 @@ COMMAND_MODULES = (
     "unif2ace_hf.commands.convert",
     "unif2ace_hf.commands.data",
     "unif2ace_hf.commands.tokenizer",
+    "unif2ace_hf.commands.text_tokenizer",
 )
 
 
