@@ -35,6 +35,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_moe.py --output benchmarks/results_moe.json
+	$(PY) benchmarks/bench_synthface_render.py
+	$(PY) benchmarks/bench_scheduler.py
+	$(PY) benchmarks/bench_understanding.py
+	$(PY) benchmarks/bench_t2i.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,103 @@
+import datasets
+import pytest
+from PIL import Image
+
+from unif2ace_hf.cli import main
+from unif2ace_hf.data import face_features
+from unif2ace_hf.data.synthface import CATEGORIES, build_synthface, make_row, novel_pairs_in, split_sizes
+
+SPLITS = ["train", "validation", "test", "novel"]
+CACHE = {}  # a private datasets cache, so tests never write to the user's
+
+
+@pytest.fixture(scope="module")
+def cli_output(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthface") / "ds"
+    CACHE["dir"] = str(tmp_path_factory.mktemp("hf-cache"))
+    code = main(
+        [
+            "data",
+            "synthface",
+            "--num-images",
+            "30",
+            "--size",
+            "48",
+            "--seed",
+            "3",
+            "--output-dir",
+            str(out),
+            "--rows-per-shard",
+            "10",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_cli_writes_shards_and_card(cli_output):
+    shards = sorted(p.name for p in (cli_output / "data").iterdir())
+    assert "train-00000-of-00003.parquet" in shards and "novel-00000-of-00001.parquet" in shards
+    card = (cli_output / "README.md").read_text()
+    assert card.startswith("---\n") and "configs:" in card and "dataset_info:" in card
+    assert "license: apache-2.0" in card and "| appearance / hair | `hair_color` |" in card
+
+
+def test_load_dataset_round_trip(cli_output):
+    ds = datasets.load_dataset(str(cli_output), cache_dir=CACHE["dir"])
+    assert list(ds) == SPLITS
+    assert {k: len(v) for k, v in ds.items()} == split_sizes(30)
+    for split in SPLITS:
+        assert ds[split].features == face_features()
+    row = ds["train"][0]
+    assert isinstance(row["image"], Image.Image) and row["image"].size == (48, 48)
+    assert set(row["attributes"]) == set(CATEGORIES)
+    assert row["qa"] and set(row["qa"][0]) == {"question", "answer"}
+    assert all(novel_pairs_in(r["attributes"]) for r in ds["novel"])
+    assert not any(novel_pairs_in(r["attributes"]) for s in ("train", "validation", "test") for r in ds[s])
+
+
+def test_cli_output_equals_in_process_build(cli_output):
+    on_disk = datasets.load_dataset(str(cli_output), cache_dir=CACHE["dir"])
+    in_memory = build_synthface(30, size=48, seed=3)
+    assert isinstance(in_memory, datasets.DatasetDict)
+    for split in SPLITS:
+        a, b = on_disk[split], in_memory[split]
+        assert (
+            a["id"] == b["id"]
+            and a["caption"] == b["caption"]
+            and a["qa"] == b["qa"]
+            and a["attributes"] == b["attributes"]
+        )
+        assert [x.tobytes() for x in a["image"]] == [x.tobytes() for x in b["image"]]
+
+
+def test_streaming_load(cli_output):
+    stream = datasets.load_dataset(str(cli_output), streaming=True, cache_dir=CACHE["dir"])
+    assert isinstance(stream, datasets.IterableDatasetDict) and list(stream) == SPLITS
+    row = next(iter(stream["novel"]))
+    assert isinstance(row["image"], Image.Image) and row["id"] == "synthface-novel-0000000"
+    assert len(list(stream["train"])) == split_sizes(30)["train"]
+
+
+def test_same_seed_same_rows_different_seed_different_rows():
+    assert make_row(1, "train", 5, 32) == make_row(1, "train", 5, 32)
+    assert make_row(1, "train", 5, 32)["caption"] != make_row(2, "train", 5, 32)["caption"]
+
+
+def test_cli_rejects_bad_arguments(tmp_path, capsys):
+    assert main(["data", "synthface", "--num-images", "2", "--output-dir", str(tmp_path / "a")]) == 2
+    assert "num_images" in capsys.readouterr().err
+    assert main(["data", "synthface", "--num-images", "8", "--size", "4", "--output-dir", str(tmp_path / "b")]) == 2
+    assert "size" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    assert main(["data", "synthface", "--num-images", "8", "--output-dir", str(tmp_path / "full")]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_contact_sheet_shows_rows_with_captions():
+    from unif2ace_hf.data.synthface.grid import make_grid
+
+    sheet = make_grid(num=3, size=32, columns=2)
+    assert sheet.size == (2 * 300, 2 * (32 + 12 + 15 * 14))
+    assert len(sheet.getcolors(1 << 20)) > 50  # faces and text, not a blank page
