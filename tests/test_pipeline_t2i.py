@@ -78,6 +78,30 @@ def test_editing_keeps_unmasked_codes(pipe):
     assert not torch.equal(edited[0, ~keep], original[0, ~keep])
 
 
+def test_editing_a_non_square_image_crops_the_mask_like_the_image(pipe):
+    face = Image.fromarray((np.random.default_rng(1).random((16, 24, 3)) * 255).astype(np.uint8))  # 24 wide
+    mask = np.zeros((16, 24), np.uint8)
+    mask[:, :4] = 255  # only the strip that the centre crop cuts away
+    original = pipe.encode_image(face)
+    edited = pipe(
+        PROMPTS[0], image=face, mask_image=mask, num_inference_steps=2, generator=generator(0), output_type="codes"
+    ).images
+    assert torch.equal(edited, original)  # nothing inside the crop was masked
+
+
+def test_loading_by_hub_id_from_the_local_cache(tmp_path, pipe):
+    """A repo id resolves through huggingface_hub's cache layout (offline), like any Hub download."""
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someone--tiny-face" / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    pipe.save_pretrained(snapshot)
+    (cache / "models--someone--tiny-face" / "refs").mkdir(parents=True)
+    (cache / "models--someone--tiny-face" / "refs" / "main").write_text(snapshot.name)
+    loaded = UniF2acePipeline.from_pretrained("someone/tiny-face", cache_dir=str(cache))  # HF_HUB_OFFLINE=1 (conftest)
+    a = pipe(PROMPTS[0], num_inference_steps=2, generator=generator(9), output_type="codes").images
+    b = loaded(PROMPTS[0], num_inference_steps=2, generator=generator(9), output_type="codes").images
+    assert torch.equal(a, b)
+
+
 def test_save_and_load_round_trip(tmp_path, pipe):
     pipe.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "scheduler" / "scheduler_config.json").is_file()
@@ -104,5 +128,7 @@ def test_bad_input_names_the_argument(pipe):
         pipe("x", image=Image.new("RGB", (16, 16)), mask_image=Image.new("CMYK", (16, 16)))
     with pytest.raises(ValueError, match=r"mask_image\[0\]: expected a 2-D"):
         pipe("x", image=Image.new("RGB", (16, 16)), mask_image=np.zeros((16, 16, 3)))
+    with pytest.raises(ValueError, match=r"mask_image\[0\]: size \(8, 8\) does not match its image's size \(16, 16\)"):
+        pipe("x", image=Image.new("RGB", (16, 16)), mask_image=Image.new("L", (8, 8)))
     with pytest.raises(ValueError, match="output_type"):
         pipe("x", output_type="latent")

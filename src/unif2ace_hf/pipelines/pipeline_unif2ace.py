@@ -126,34 +126,35 @@ class UniF2acePipeline(DiffusionPipeline):
         vq = self.model.vq_model
         return vq.encode(pixels.to(device=self._execution_device, dtype=vq.dtype))
 
-    def _mask_to_grid(self, mask_image, batch_size: int) -> torch.Tensor:
-        """White = regenerate. Resized to the image size like the image, then averaged per code cell (> 0.5)."""
+    def _mask_to_grid(self, mask_image, images: list, batch_size: int) -> torch.Tensor:
+        """White = regenerate. The mask must have its image's size; it goes through the image's own resize and crop,
+        then a code cell is regenerated when more than half of its pixels are white."""
         masks = mask_image if isinstance(mask_image, (list, tuple)) else [mask_image] * batch_size
         if len(masks) != batch_size:
             raise ValueError(f"mask_image: got {len(masks)} masks for {batch_size} images")
-        height, width = self.grid
-        size = self.model.vq_model.config.image_size
-        cells = []
-        for index, mask in enumerate(masks):
+        prepared = []
+        for index, (mask, image) in enumerate(zip(masks, images)):
+            name = f"mask_image[{index}]"
             if isinstance(mask, torch.Tensor):
                 mask = mask.detach().cpu().float().numpy()
             if isinstance(mask, np.ndarray):
                 if mask.ndim != 2:
-                    raise ValueError(f"mask_image[{index}]: expected a 2-D (H, W) mask, got shape {mask.shape}")
-                mask = Image.fromarray((np.clip(mask, 0, 1) * 255).astype(np.uint8) if mask.dtype != np.uint8 else mask)
+                    raise ValueError(f"{name}: expected a 2-D (H, W) mask, got shape {mask.shape}")
+                mask = Image.fromarray(mask if mask.dtype == np.uint8 else (np.clip(mask, 0, 1) * 255).astype(np.uint8))
             if not isinstance(mask, Image.Image):
-                raise ValueError(
-                    f"mask_image[{index}]: expected a PIL image, a numpy array or a tensor, got {type(mask).__name__}"
-                )
+                raise ValueError(f"{name}: expected a PIL image, a numpy array or a tensor, got {type(mask).__name__}")
             if mask.mode not in ("L", "1", "RGB", "RGBA", "LA"):
-                raise ValueError(f"mask_image[{index}]: mode {mask.mode!r} is not a mask; use 'L' (white = regenerate)")
-            grey = load_image(mask, f"mask_image[{index}]").convert("L")
-            if grey.size[0] != grey.size[1] and grey.size != (size, size):
-                raise ValueError(f"mask_image[{index}]: size {grey.size} is not square; give it at the image's size")
-            array = np.asarray(grey.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
-            pooled = torch.from_numpy(array).view(height, size // height, width, size // width).mean(dim=(1, 3))
-            cells.append((pooled > 0.5).reshape(-1))
-        return torch.stack(cells)
+                raise ValueError(f"{name}: mode {mask.mode!r} is not a mask; use 'L' (white = regenerate)")
+            image_size = load_image(image, f"image[{index}]").size
+            if mask.size != image_size:
+                raise ValueError(f"{name}: size {mask.size} does not match its image's size {image_size}")
+            prepared.append(mask.convert("L").convert("RGB"))
+        pixels = self.processor.image_processor(prepared)["pixel_values"][:, 0]  # (B, H, W) in [-1, 1]
+        white = (pixels + 1) / 2
+        height, width = self.grid
+        batch, size_h, size_w = white.shape
+        cells = white.reshape(batch, height, size_h // height, width, size_w // width).mean(dim=(2, 4))
+        return (cells > 0.5).reshape(batch, -1)
 
     def check_inputs(
         self,
@@ -277,7 +278,7 @@ class UniF2acePipeline(DiffusionPipeline):
             if len(images) != batch_size:
                 raise ValueError(f"image: got {len(images)} images for {batch_size} outputs")
             known = self.encode_image(images)
-            regenerate = self._mask_to_grid(mask_image, batch_size).to(device)
+            regenerate = self._mask_to_grid(mask_image, images, batch_size).to(device)
             codes = torch.where(regenerate, torch.full_like(known, mask_id), known)
             starting_ratio = regenerate.float().mean(dim=1).clamp(min=1.0 / num_tokens)
 
