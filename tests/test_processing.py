@@ -232,3 +232,17 @@ def test_train_text_tokenizer_command_on_a_face_dataset(tmp_path):
     )
     # frequent face words become single tokens
     assert len(tokenizer("eyebrows", add_special_tokens=False)["input_ids"]) <= 2
+
+
+def test_the_shipped_text_tokenizer():
+    from transformers import AutoTokenizer
+
+    from unif2ace_hf import DEFAULT_TEXT_TOKENIZER
+
+    tokenizer = AutoTokenizer.from_pretrained(DEFAULT_TEXT_TOKENIZER)
+    text_vocab = len(tokenizer) - len(SHOWO_SPECIAL_TOKENS)
+    assert tokenizer.convert_tokens_to_ids(list(SHOWO_SPECIAL_TOKENS)) == list(range(text_vocab, text_vocab + 10))
+    caption = "A portrait of a young adult with arched eyebrows, freckles and round glasses."
+    ids = tokenizer(caption, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == caption and len(ids) < len(caption) / 3  # face words are whole tokens
+    assert tokenizer.decode(tokenizer("Ω ünseen ✓", add_special_tokens=False)["input_ids"]) == "Ω ünseen ✓"

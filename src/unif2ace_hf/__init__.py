@@ -34,6 +34,10 @@ from .tokenization_unif2ace import train_byte_level_bpe
 
 __version__ = "0.1.0"
 
+DEFAULT_TEXT_TOKENIZER = str(Path(__file__).resolve().parent / "default_models" / "unif2ace-text-tokenizer")
+"""The default model's byte-level BPE (Show-o's special tokens appended), trained on SynthFace captions and QA with
+`unif2ace train-text-tokenizer --vocab-size 2048` (the merges stop at 1 104 text tokens: the vocabulary is small)."""
+
 DEFAULT_VQ_MODEL = str(Path(__file__).resolve().parent / "default_models" / "unif2ace-vq-tiny")
 """The image tokenizer trained here on SynthFace (64×64 images, 16×16 codes, 1024 codes), shipped in the package:
 `UniF2aceVQModel.from_pretrained(DEFAULT_VQ_MODEL)`."""
@@ -85,6 +89,7 @@ __all__ = [
     "UniF2aceVQConfig",
     "UniF2aceVQModel",
     "DEFAULT_VQ_MODEL",
+    "DEFAULT_TEXT_TOKENIZER",
     "FaceUnderstandingPipeline",
     "UniF2acePipeline",
     "UniF2acePipelineOutput",
