@@ -132,3 +132,32 @@ def test_bad_input_names_the_argument(pipe):
         pipe("x", image=Image.new("RGB", (16, 16)), mask_image=Image.new("L", (8, 8)))
     with pytest.raises(ValueError, match="output_type"):
         pipe("x", output_type="latent")
+
+
+def test_callback_negative_prompt_and_images_per_prompt(pipe):
+    seen = []
+
+    def on_step_end(pipeline, step, timestep, tensors):
+        seen.append((step, int(timestep), tensors["codes"].shape))
+        if step == 0:  # a callback may rewrite the codes: fix position 0 to code 7
+            codes = tensors["codes"].clone()
+            codes[:, 0] = 7
+            return {"codes": codes}
+        return {}
+
+    out = pipe(
+        PROMPTS[0],
+        negative_prompt="blurry",
+        num_images_per_prompt=2,
+        num_inference_steps=3,
+        generator=[generator(0), generator(1)],
+        output_type="codes",
+        callback_on_step_end=on_step_end,
+    ).images
+    assert out.shape == (2, 64) and (out[:, 0] == 7).all()
+    assert [s for s, _, _ in seen] == [0, 1, 2] and seen[0][2] == (2, 64)
+    plain = pipe(PROMPTS[0], num_inference_steps=3, generator=generator(0), output_type="codes").images
+    negative = pipe(
+        PROMPTS[0], negative_prompt="blurry", num_inference_steps=3, generator=generator(0), output_type="codes"
+    ).images
+    assert not torch.equal(plain, negative)  # the negative prompt is the unconditional branch
