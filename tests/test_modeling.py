@@ -70,6 +70,15 @@ def test_greedy_generate_with_cache_equals_without(moe):
     assert len(set(cached[0, -10:].tolist())) > 1  # not a degenerate constant continuation
 
 
+def test_plain_text_rows_generate_with_the_cache():
+    """Text rows bypass the sequence MoE; decoding steps must not try to route them."""
+    model = tiny_model()
+    ids, mask = left_pad([[3, 4, 5, 6], [7, 8]], model.config.pad_token_id)
+    kwargs = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=model.config.pad_token_id)
+    cached = model.generate(ids, attention_mask=mask, **kwargs)
+    assert torch.equal(cached, model.generate(ids, attention_mask=mask, use_cache=False, **kwargs))
+
+
 def test_left_padded_batch_of_three_equals_single_calls():
     model = tiny_model()
     rows, ids, mask = mmu_batch(model.config, [[3, 4, 5, 6, 7], [8], [9, 10, 11]])

@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "unif2ace_hf.commands.data",
     "unif2ace_hf.commands.tokenizer",
     "unif2ace_hf.commands.text_tokenizer",
+    "unif2ace_hf.commands.train",
 )
 
 

@@ -243,6 +243,43 @@ class UniF2aceProcessor(ProcessorMixin):
         batch["pixel_values"] = pixel_values
         return batch
 
+    def build_mmu_training_inputs(
+        self, image_codes: torch.Tensor, questions: list[str | None], answers: list[str], max_answer_length: int = 256
+    ) -> BatchFeature:
+        """Understanding rows for training: the inference prompt (codes in the image block instead of `<mask>`
+        placeholders) followed by the answer and eos, with `labels` on the answer and eos only (-100 elsewhere,
+        unshifted: position i is labelled with token i). Built from the same template as `build_mmu_inputs`, so
+        training and inference prompts cannot drift apart. An answer longer than `max_answer_length` tokens keeps
+        its first tokens, with a warning."""
+        if image_codes.ndim != 2 or len(questions) != image_codes.shape[0] or len(answers) != image_codes.shape[0]:
+            raise ValueError(
+                f"image_codes: expected (B, N) codes with B questions and answers, got {tuple(image_codes.shape)}, "
+                f"{len(questions)} questions, {len(answers)} answers"
+            )
+        ids = self.special_ids
+        rows, label_rows = [], []
+        for index, (codes, question, answer) in enumerate(zip(image_codes, questions, answers)):
+            question = self.caption_prompt if question is None or not str(question).strip() else str(question)
+            prompt = [ids["mmu"], ids["soi"], *(codes + self.image_token_offset).tolist(), ids["eoi"], ids["sot"]]
+            prompt += self._chat_prompt_ids(question, index)
+            # the template renders `ASSISTANT: {answer}{eos}`; the generation prompt stops after `ASSISTANT:`
+            answer_ids = self.tokenizer(" " + str(answer).strip(), add_special_tokens=False)["input_ids"]
+            if len(answer_ids) > max_answer_length:
+                warnings.warn(
+                    f"answers[{index}]: {len(answer_ids)} tokens long; keeping the first {max_answer_length}",
+                    stacklevel=2,
+                )
+                answer_ids = answer_ids[:max_answer_length]
+            target = [*answer_ids, ids["eot"]]
+            rows.append(prompt + target)
+            label_rows.append([-100] * len(prompt) + target)
+        batch = self._left_pad(rows, ids["pad"])
+        labels = torch.full_like(batch["input_ids"], -100)
+        for i, row in enumerate(label_rows):
+            labels[i, labels.shape[1] - len(row) :] = torch.tensor(row)
+        batch["labels"] = labels
+        return batch
+
     def _chat_prompt_ids(self, question: str, index: int) -> list[int]:
         """Template ids around the question; an over-long question loses its end (with a warning), never the
         template, so the answer always follows `ASSISTANT:`."""

@@ -238,9 +238,8 @@ class UniF2aceDecoderLayer(GradientCheckpointingLayer):
         sequence_routing: dict = {}
         sequence_balances: dict = {}
         if hasattr(self, "sequence_moe"):
-            stored = (moe_context.stored_routing or {}).get(self.layer_idx)
-            if stored is not None:
-                sequence_routing = stored
+            if moe_context.stored_routing is not None:  # decoding: the routing made at prefill (empty for text rows)
+                sequence_routing = moe_context.stored_routing.get(self.layer_idx, {})
             else:
                 condition_mean = masked_mean(hidden_states, moe_context.condition_mask)
                 sequence_routing, sequence_balances = self.sequence_moe.route(
@@ -312,7 +311,26 @@ class UniF2acePreTrainedModel(PreTrainedModel):
                 f"({len(missing)} missing: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); refusing to "
                 "leave layers randomly initialised. Is the config right for these weights?"
             )
+        if getattr(model, "is_quantized", False) and not load_config.ignore_mismatched_sizes:
+            UniF2acePreTrainedModel._check_quantized_linear_shapes(model, load_config)
         return loading_info
+
+    @staticmethod
+    def _check_quantized_linear_shapes(model, load_config) -> None:
+        """transformers skips the shape check for weights it quantises while loading (their stored shape is the
+        quantised one), so a wrong-shaped checkpoint would load silently; compare each quantised linear layer's
+        logical weight shape (8-bit: the int8 tensor; 4-bit: its quant state) with the config's."""
+        for name, module in model.named_modules():
+            if not isinstance(module, nn.Linear):
+                continue
+            quant_state = getattr(module.weight, "quant_state", None)
+            shape = tuple(quant_state.shape) if quant_state is not None else tuple(module.weight.shape)
+            expected = (module.out_features, module.in_features)
+            if shape != expected:
+                raise ValueError(
+                    f"{load_config.pretrained_model_name_or_path}: weight {name + '.weight'!r} has shape {shape} in "
+                    f"the checkpoint but the config asks for {expected}; the config does not match the weights."
+                )
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Record every Auto class in `auto_map` so the folder also loads with trust_remote_code=True where this
@@ -441,7 +459,7 @@ class UniF2aceModel(UniF2acePreTrainedModel):
                 token_balances.setdefault(name, []).append(value)
             for name, value in layer_sequence_balances.items():
                 sequence_balances.setdefault(name, []).append(value)
-            if routing:
+            if hasattr(layer, "sequence_moe"):
                 new_routing[layer.layer_idx] = routing
             if output_attentions:
                 all_attentions += (attn_weights,)

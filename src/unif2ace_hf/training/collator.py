@@ -1,0 +1,129 @@
+"""Mixed training batches: text-to-image rows (noised codes) and understanding rows (answer labels) in one batch.
+
+Every random choice for a row (its task, caption dropout, which question, the mask ratio and the masked positions)
+comes from a generator seeded by `(seed, epoch, row index)`, never from global state. So a row is noised the same way
+whichever batch, process or resumed run it lands in: resuming gives the same batches, and 2 processes × batch b see
+exactly the rows and masks of 1 process × batch 2b.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..pipelines.scheduling_unif2ace import UniF2aceMaskGITScheduler
+from ..processing_unif2ace import UniF2aceProcessor
+from .codes_cache import CODES_COLUMN
+
+
+def row_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for one row of one epoch (stable across Python runs, unlike `hash`)."""
+    digest = hashlib.sha256(f"unif2ace-train/{seed}/{epoch}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass
+class TrainingCollator:
+    """Turn dataset rows (with pre-computed `codes`) into one left-padded mixed batch.
+
+    Each row needs `codes`, `caption` and `qa` (a list of `{question, answer}`), plus `_epoch` and `_index` (set by
+    the trainer's row sampler) for its random stream.
+
+    Returns `input_ids`, `attention_mask`, `labels` (understanding targets, unshifted, answer tokens only),
+    `image_labels` (the code at every masked t2i image position, -100 elsewhere), `mask_ratio` (per row; 0 for
+    understanding rows) and `num_mmu_tokens` / `num_image_tokens` (the counts the loss is normalised by).
+    """
+
+    processor: UniF2aceProcessor
+    scheduler: UniF2aceMaskGITScheduler
+    seed: int = 0
+    t2i_fraction: float = 0.5
+    caption_dropout: float = 0.1
+    caption_qa_fraction: float = 0.2
+    max_answer_length: int = 256
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        t2i: list[tuple[torch.Tensor, str, torch.Generator]] = []
+        mmu: list[tuple[torch.Tensor, str | None, str]] = []
+        for row in rows:
+            seed = row_seed(self.seed, int(row["_epoch"]), int(row["_index"]))
+            rng = random.Random(seed)
+            codes = torch.as_tensor(row[CODES_COLUMN], dtype=torch.long)
+            if rng.random() < self.t2i_fraction:
+                caption = "" if rng.random() < self.caption_dropout else row["caption"]
+                t2i.append((codes, caption, torch.Generator().manual_seed(seed)))
+            else:
+                qa = row.get("qa") or []
+                if not qa or rng.random() < self.caption_qa_fraction:
+                    mmu.append((codes, None, row["caption"]))
+                else:
+                    pair = qa[rng.randrange(len(qa))]
+                    mmu.append((codes, pair["question"], pair["answer"]))
+        parts = []
+        if t2i:
+            parts.append(self._t2i_part(t2i))
+        if mmu:
+            parts.append(self._mmu_part(mmu))
+        batch = _concat_left_padded(parts, self.processor.tokenizer.pad_token_id)
+        batch["num_mmu_tokens"] = (batch["labels"][:, 1:] != -100).sum()
+        batch["num_image_tokens"] = (batch["image_labels"] != -100).sum()
+        return batch
+
+    def _t2i_part(self, items: list[tuple[torch.Tensor, str, torch.Generator]]) -> dict[str, torch.Tensor]:
+        codes = torch.stack([item[0] for item in items])
+        generators = [item[2] for item in items]
+        progress = torch.stack([torch.rand((), generator=g) for g in generators])
+        mask_ratio = self.scheduler.mask_ratio(progress).float()
+        noisy, mask = self.scheduler.add_noise(codes, mask_ratio=mask_ratio, generator=generators)
+        # masked slots must become the model's mask id: build_t2i_inputs adds image_token_offset to every slot
+        mask_slot = self.processor.mask_token_id - self.processor.image_token_offset
+        slots = noisy.masked_fill(mask, mask_slot)
+        batch = dict(self.processor.build_t2i_inputs([item[1] for item in items], image_ids=slots))
+        length = batch["input_ids"].shape[1]
+        num_tokens = codes.shape[1]
+        image_labels = torch.full((len(items), length), -100, dtype=torch.long)
+        # rows end with `[soi] codes [eoi]` (left padding aligns the ends)
+        image_labels[:, length - 1 - num_tokens : length - 1] = codes.masked_fill(~mask, -100)
+        batch["image_labels"] = image_labels
+        batch["labels"] = torch.full_like(image_labels, -100)
+        batch["mask_ratio"] = mask_ratio
+        return batch
+
+    def _mmu_part(self, items: list[tuple[torch.Tensor, str | None, str]]) -> dict[str, torch.Tensor]:
+        batch = dict(
+            self.processor.build_mmu_training_inputs(
+                torch.stack([item[0] for item in items]),
+                [item[1] for item in items],
+                [item[2] for item in items],
+                max_answer_length=self.max_answer_length,
+            )
+        )
+        batch["image_labels"] = torch.full_like(batch["labels"], -100)
+        batch["mask_ratio"] = torch.zeros(len(items))
+        return batch
+
+
+def _concat_left_padded(parts: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Stack left-padded sub-batches of different lengths into one left-padded batch."""
+    length = max(part["input_ids"].shape[1] for part in parts)
+    fills = {"input_ids": pad_id, "attention_mask": 0, "labels": -100, "image_labels": -100}
+    batch: dict[str, torch.Tensor] = {}
+    for key, fill in fills.items():
+        padded = []
+        for part in parts:
+            value = part[key]
+            extra = length - value.shape[1]
+            if extra:
+                value = torch.cat([value.new_full((value.shape[0], extra), fill), value], dim=1)
+            padded.append(value)
+        batch[key] = torch.cat(padded)
+    batch["mask_ratio"] = torch.cat([part["mask_ratio"] for part in parts])
+    return batch
+
+
+__all__ = ["TrainingCollator", "row_seed"]

@@ -1,0 +1,202 @@
+"""What a training run starts from: the data (checked before anything heavy), the model, processor and scheduler.
+
+Every check here runs before the first optimizer step, so a bad recipe, data folder or `--init-from` fails in
+seconds with a message naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict, load_dataset
+
+from ..modeling import UniF2aceConfig, UniF2aceForConditionalGeneration, UniF2aceVQModel
+from ..pipelines.scheduling_unif2ace import UniF2aceMaskGITScheduler
+from ..processing_unif2ace import UniF2aceImageProcessor, UniF2aceProcessor
+from ..tokenization_unif2ace import SHOWO_SPECIAL_TOKENS
+from .codes_cache import CODES_COLUMN
+
+REQUIRED_COLUMNS = ("caption", "qa")
+"""Besides `image` (or pre-computed `codes`)."""
+
+LAYOUT_KEYS = (
+    "text_vocab_size",
+    "pad_token_id",
+    "soi_token_id",
+    "eoi_token_id",
+    "t2i_token_id",
+    "mmu_token_id",
+    "reserved_task_token_ids",
+    "bos_token_id",
+    "eos_token_id",
+    "image_token_offset",
+    "codebook_size",
+    "mask_token_id",
+    "vocab_size",
+    "vq_config",
+)
+"""Config fields that come from the tokenizers, never from a recipe."""
+
+
+def resolve_init_from(init_from: str) -> Path:
+    """`default` -> `unif2ace_hf.DEFAULT_MODEL`; otherwise an existing checkpoint folder."""
+    if init_from == "default":
+        import unif2ace_hf
+
+        default = getattr(unif2ace_hf, "DEFAULT_MODEL", None)
+        if default is None:
+            raise ValueError(
+                "init_from: 'default' names unif2ace_hf.DEFAULT_MODEL, but the default model is not shipped yet; "
+                "pass --init-from PATH to a checkpoint folder"
+            )
+        init_from = str(default)
+    path = Path(init_from)
+    if not path.is_dir():
+        raise ValueError(f"init_from: {init_from!r} is not a checkpoint folder (it does not exist)")
+    if not (path / "config.json").is_file():
+        raise ValueError(f"init_from: {init_from!r} has no config.json; expected a saved UniF2ace model folder")
+    return path
+
+
+def check_model_section(model: dict[str, Any]) -> None:
+    """Unknown or tokenizer-owned config fields in a recipe's `model:` section are errors (the v5 config would
+    accept and ignore them silently)."""
+    fields = {field.name for field in dataclasses.fields(UniF2aceConfig)}
+    unknown = sorted(set(model) - fields)
+    if unknown:
+        raise ValueError(f"recipe: unknown UniF2aceConfig field(s) in `model`: {unknown}")
+    owned = sorted(set(model) & set(LAYOUT_KEYS))
+    if owned:
+        raise ValueError(f"recipe: `model` must not set {owned}; they come from the text and image tokenizers")
+
+
+def load_training_data(
+    path: str | Path | None, train_split: str, eval_split: str | None
+) -> tuple[Dataset, Dataset | None]:
+    """Load a datasets folder and check it has the splits and columns training needs."""
+    if path is None:
+        raise ValueError("data: no data folder given (pass --data DIR or set data.path in the recipe)")
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(f"data: {str(path)!r} is not a folder")
+    try:
+        dataset = load_dataset(str(folder))
+    except Exception as error:  # datasets raises many types for unreadable folders
+        raise ValueError(f"data: cannot load {str(path)!r} with datasets.load_dataset: {error}") from error
+    if not isinstance(dataset, DatasetDict) or train_split not in dataset:
+        splits = list(dataset) if isinstance(dataset, DatasetDict) else []
+        raise ValueError(f"data: {str(path)!r} has no {train_split!r} split (splits: {splits})")
+    for split in (train_split, eval_split):
+        if split is None or split not in dataset:
+            continue
+        columns = dataset[split].column_names
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if "image" not in columns and CODES_COLUMN not in columns:
+            missing.append("image")
+        if missing:
+            raise ValueError(
+                f"data: split {split!r} of {str(path)!r} lacks the column(s) {missing} (has {columns}); training "
+                "needs image, caption and qa (a list of {question, answer})"
+            )
+    if len(dataset[train_split]) == 0:
+        raise ValueError(f"data: split {train_split!r} of {str(path)!r} is empty")
+    eval_data = dataset[eval_split] if eval_split and eval_split in dataset and len(dataset[eval_split]) else None
+    return dataset[train_split], eval_data
+
+
+def vocabulary_layout(tokenizer, codebook_size: int) -> dict[str, Any]:
+    """Show-o's layout from a tokenizer with Show-o's special tokens: text, specials, codes, mask (last)."""
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SHOWO_SPECIAL_TOKENS}
+    expected = list(range(ids[SHOWO_SPECIAL_TOKENS[0]], ids[SHOWO_SPECIAL_TOKENS[0]] + len(SHOWO_SPECIAL_TOKENS)))
+    if list(ids.values()) != expected or len(tokenizer) != expected[-1] + 1:
+        raise ValueError(
+            "text_tokenizer: Show-o's special tokens must be the last ids, in order (add_showo_special_tokens)"
+        )
+    name = {token: token.strip("<|>") for token in SHOWO_SPECIAL_TOKENS}
+    by_name = {name[token]: value for token, value in ids.items()}
+    offset = len(tokenizer)
+    return {
+        "text_vocab_size": by_name["pad"],
+        "pad_token_id": by_name["pad"],
+        "soi_token_id": by_name["soi"],
+        "eoi_token_id": by_name["eoi"],
+        "t2i_token_id": by_name["t2i"],
+        "mmu_token_id": by_name["mmu"],
+        "reserved_task_token_ids": [by_name["t2v"], by_name["v2v"], by_name["lvg"]],
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "image_token_offset": offset,
+        "codebook_size": codebook_size,
+        "mask_token_id": offset + codebook_size,
+        "vocab_size": offset + codebook_size + 1,
+    }
+
+
+def _default_path(value: str, attribute: str) -> str:
+    if value != "default":
+        if not Path(value).is_dir():
+            raise ValueError(f"recipe: {attribute.lower()} {value!r} is not a folder")
+        return value
+    import unif2ace_hf
+
+    return getattr(unif2ace_hf, attribute)
+
+
+def build_from_scratch(recipe: dict[str, Any]) -> tuple[UniF2aceForConditionalGeneration, UniF2aceProcessor]:
+    """A new model sized by the recipe's `model:` section, with the text tokenizer's layout and the (frozen)
+    image tokenizer's weights."""
+    from transformers import AutoTokenizer
+
+    check_model_section(recipe["model"])
+    tokenizer = AutoTokenizer.from_pretrained(_default_path(recipe["text_tokenizer"], "DEFAULT_TEXT_TOKENIZER"))
+    vq = UniF2aceVQModel.from_pretrained(_default_path(recipe["vq_model"], "DEFAULT_VQ_MODEL"))
+    layout = vocabulary_layout(tokenizer, vq.config.codebook_size)
+    config = UniF2aceConfig(**recipe["model"], **layout, vq_config=vq.config.to_dict())
+    model = UniF2aceForConditionalGeneration(config)
+    model.vq_model.load_state_dict(vq.state_dict())
+    size = vq.config.image_size
+    data = recipe["data"]
+    processor = UniF2aceProcessor(
+        image_processor=UniF2aceImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}),
+        tokenizer=tokenizer,
+        num_image_tokens=vq.config.latent_size**2,
+        image_token_offset=config.image_token_offset,
+        codebook_size=config.codebook_size,
+        mask_token_id=config.mask_token_id,
+        max_text_length=data["max_text_length"],
+        max_question_length=data["max_question_length"],
+    )
+    return model, processor
+
+
+def build_model(
+    recipe: dict[str, Any],
+) -> tuple[UniF2aceForConditionalGeneration, UniF2aceProcessor, UniF2aceMaskGITScheduler]:
+    """Model (float32 weights, image tokenizer frozen), processor and training scheduler for a recipe."""
+    if recipe["init_from"] is not None:
+        path = resolve_init_from(recipe["init_from"])
+        model = UniF2aceForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+        processor = UniF2aceProcessor.from_pretrained(path)
+    else:
+        model, processor = build_from_scratch(recipe)
+    if model.vq_model is None:
+        raise ValueError("init_from: the checkpoint has no image tokenizer (config.vq_config is None)")
+    model.vq_model.requires_grad_(False).eval()
+    codebook = model.config.codebook_size
+    scheduler = UniF2aceMaskGITScheduler(
+        mask_token_id=codebook, codebook_size=codebook, masking_schedule=recipe["loss"]["masking_schedule"]
+    )
+    return model, processor, scheduler
+
+
+__all__ = [
+    "build_model",
+    "build_from_scratch",
+    "check_model_section",
+    "load_training_data",
+    "resolve_init_from",
+    "vocabulary_layout",
+]
