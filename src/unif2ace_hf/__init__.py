@@ -34,6 +34,10 @@ from .tokenization_unif2ace import train_byte_level_bpe
 
 __version__ = "0.1.0"
 
+DEFAULT_MODEL = str(Path(__file__).resolve().parent / "default_models" / "unif2ace-tiny")
+"""The embedded default model (`unif2ace train --recipe tiny-synthface`, 1 200 steps on SynthFace on this 2-core CPU):
+one folder for `AutoModel`, `pipeline("face-understanding")` and `UniF2acePipeline`, offline."""
+
 DEFAULT_TEXT_TOKENIZER = str(Path(__file__).resolve().parent / "default_models" / "unif2ace-text-tokenizer")
 """The default model's byte-level BPE (Show-o's special tokens appended), trained on SynthFace captions and QA with
 `unif2ace train-text-tokenizer --vocab-size 2048` (the merges stop at 1 104 text tokens: the vocabulary is small)."""
@@ -88,6 +92,7 @@ __all__ = [
     "build_omni_attention_mask",
     "UniF2aceVQConfig",
     "UniF2aceVQModel",
+    "DEFAULT_MODEL",
     "DEFAULT_VQ_MODEL",
     "DEFAULT_TEXT_TOKENIZER",
     "FaceUnderstandingPipeline",
