@@ -61,6 +61,7 @@ def current_rss_mib() -> dict[str, float | None]:
 
 def build_config(name: str):
     from unif2ace_hf import UniF2aceConfig, UniF2aceVQConfig
+    from unif2ace_hf.modeling.configuration_unif2ace import showo_vocabulary_layout
 
     if name == "tiny":
         text_vocab, codebook = 2048, 1024
@@ -93,18 +94,9 @@ def build_config(name: str):
         codebook_dim=codebook.bit_length() - 1,
     )
     return UniF2aceConfig(
-        text_vocab_size=text_vocab,
-        pad_token_id=text_vocab,
-        soi_token_id=text_vocab + 1,
-        eoi_token_id=text_vocab + 2,
-        t2i_token_id=text_vocab + 5,
-        mmu_token_id=text_vocab + 6,
+        **showo_vocabulary_layout(text_vocab, codebook),
         bos_token_id=0,
         eos_token_id=0,
-        image_token_offset=text_vocab + 10,
-        codebook_size=codebook,
-        mask_token_id=text_vocab + 10 + codebook,
-        vocab_size=text_vocab + 11 + codebook,
         vq_config=vq,
         **sizes,
     )

@@ -23,6 +23,7 @@ import torch
 from transformers import DynamicCache
 
 from unif2ace_hf import UniF2aceConfig, UniF2aceForConditionalGeneration, UniF2aceMaskGITScheduler, UniF2aceVQConfig
+from unif2ace_hf.modeling.configuration_unif2ace import showo_vocabulary_layout
 
 TINY_VQ = dict(
     image_size=32,
@@ -58,18 +59,9 @@ def build_model(name: str) -> tuple[UniF2aceForConditionalGeneration, int]:
         raise ValueError(f"configs: unknown config {name!r}")
     codebook_dim = codebook.bit_length() - 1
     config = UniF2aceConfig(
-        text_vocab_size=text_vocab,
-        pad_token_id=text_vocab,
-        soi_token_id=text_vocab + 1,
-        eoi_token_id=text_vocab + 2,
-        t2i_token_id=text_vocab + 5,
-        mmu_token_id=text_vocab + 6,
+        **showo_vocabulary_layout(text_vocab, codebook),
         bos_token_id=0,
         eos_token_id=0,
-        image_token_offset=text_vocab + 10,
-        codebook_size=codebook,
-        mask_token_id=text_vocab + 10 + codebook,
-        vocab_size=text_vocab + 11 + codebook,
         vq_config=UniF2aceVQConfig(**TINY_VQ, codebook_dim=codebook_dim),
         **sizes,
     )

@@ -3,24 +3,11 @@
 import torch
 
 from unif2ace_hf import UniF2aceConfig
+from unif2ace_hf.modeling.configuration_unif2ace import showo_vocabulary_layout
 
 # A small vocabulary with Show-o's layout: text, 10 special tokens, image codes, mask.
 TEXT_VOCAB = 100
-TINY_LAYOUT = dict(
-    text_vocab_size=TEXT_VOCAB,
-    pad_token_id=TEXT_VOCAB,
-    soi_token_id=TEXT_VOCAB + 1,
-    eoi_token_id=TEXT_VOCAB + 2,
-    t2i_token_id=TEXT_VOCAB + 5,
-    mmu_token_id=TEXT_VOCAB + 6,
-    reserved_task_token_ids=[TEXT_VOCAB + 7, TEXT_VOCAB + 8, TEXT_VOCAB + 9],
-    bos_token_id=0,
-    eos_token_id=0,
-    image_token_offset=TEXT_VOCAB + 10,
-    codebook_size=64,
-    mask_token_id=TEXT_VOCAB + 10 + 64,
-    vocab_size=TEXT_VOCAB + 10 + 64 + 1,
-)
+TINY_LAYOUT = dict(**showo_vocabulary_layout(TEXT_VOCAB, codebook_size=64), bos_token_id=0, eos_token_id=0)
 TINY_BACKBONE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
 TINY_MOE = dict(
     token_moe_layers=[0, 1],
@@ -98,19 +85,9 @@ def tiny_checkpoint(weight_std: float = 0.2):
     tokenizer = train_byte_level_bpe(TINY_TEXTS * 20, vocab_size=280)
     text_vocab = len(tokenizer) - 10
     layout = dict(
-        text_vocab_size=text_vocab,
-        pad_token_id=text_vocab,
-        soi_token_id=text_vocab + 1,
-        eoi_token_id=text_vocab + 2,
-        t2i_token_id=text_vocab + 5,
-        mmu_token_id=text_vocab + 6,
-        reserved_task_token_ids=[text_vocab + 7, text_vocab + 8, text_vocab + 9],
+        **showo_vocabulary_layout(text_vocab, codebook_size=64),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        image_token_offset=text_vocab + 10,
-        codebook_size=64,
-        mask_token_id=text_vocab + 10 + 64,
-        vocab_size=text_vocab + 10 + 64 + 1,
     )
     config = tiny_config(**layout, vq_config=UniF2aceVQConfig(**TINY_VQ))
     model = UniF2aceForConditionalGeneration(config).eval()

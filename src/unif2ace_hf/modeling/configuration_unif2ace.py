@@ -19,6 +19,32 @@ TASKS = ("t2i", "mmu", "lm")
 """Row tasks: text-to-image, multimodal understanding, and plain language modelling."""
 
 
+NUM_SHOWO_SPECIAL_TOKENS = 10
+"""Show-o adds `<|pad|> <|soi|> <|eoi|> <|sov|> <|eov|> <|t2i|> <|mmu|> <|t2v|> <|v2v|> <|lvg|>` after the text."""
+
+
+def showo_vocabulary_layout(
+    text_vocab_size: int, codebook_size: int, mask_token_id: int | None = None, vocab_size: int | None = None
+) -> dict:
+    """The `UniF2aceConfig` vocabulary fields of Show-o's layout: text ids, the ten special tokens in Show-o's order,
+    the image codes, then the mask token (the last id unless given)."""
+    offset = text_vocab_size + NUM_SHOWO_SPECIAL_TOKENS
+    vocab_size = offset + codebook_size + 1 if vocab_size is None else vocab_size
+    return {
+        "text_vocab_size": text_vocab_size,
+        "pad_token_id": text_vocab_size,
+        "soi_token_id": text_vocab_size + 1,
+        "eoi_token_id": text_vocab_size + 2,
+        "t2i_token_id": text_vocab_size + 5,
+        "mmu_token_id": text_vocab_size + 6,
+        "reserved_task_token_ids": [text_vocab_size + 7, text_vocab_size + 8, text_vocab_size + 9],
+        "image_token_offset": offset,
+        "codebook_size": codebook_size,
+        "mask_token_id": vocab_size - 1 if mask_token_id is None else mask_token_id,
+        "vocab_size": vocab_size,
+    }
+
+
 class UniF2aceVQConfig(PreTrainedConfig):
     r"""
     Configuration of [`UniF2aceVQModel`], a MAGVIT-v2 style image tokenizer: a taming-VQGAN conv encoder/decoder with
@@ -367,4 +393,11 @@ class UniF2aceConfig(PreTrainedConfig):
                 )
 
 
-__all__ = ["UniF2aceConfig", "UniF2aceVQConfig", "TOKEN_MOE_GROUPS", "SEQUENCE_EXPERT_KINDS", "TASKS"]
+__all__ = [
+    "showo_vocabulary_layout",
+    "UniF2aceConfig",
+    "UniF2aceVQConfig",
+    "TOKEN_MOE_GROUPS",
+    "SEQUENCE_EXPERT_KINDS",
+    "TASKS",
+]

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from transformers import PhiConfig
 
 from ..tokenization_unif2ace import SHOWO_SPECIAL_TOKENS, add_showo_special_tokens
-from .configuration_unif2ace import UniF2aceConfig
+from .configuration_unif2ace import UniF2aceConfig, showo_vocabulary_layout
 from .modeling_unif2ace import UniF2aceForConditionalGeneration
 
 SHOWO_PREFIX = "showo."
@@ -75,20 +75,9 @@ def showo_token_layout(showo_config: dict, vocab_size: int) -> dict[str, int]:
         raise ValueError(
             f"showo config: codebook_size={codebook_size} leaves no room for text in vocab_size={vocab_size}"
         )
-    ids = {name: text_vocab_size + i for i, name in enumerate(SHOWO_SPECIAL_TOKENS)}
-    return {
-        "text_vocab_size": text_vocab_size,
-        "pad_token_id": ids["<|pad|>"],
-        "soi_token_id": ids["<|soi|>"],
-        "eoi_token_id": ids["<|eoi|>"],
-        "t2i_token_id": ids["<|t2i|>"],
-        "mmu_token_id": ids["<|mmu|>"],
-        "reserved_task_token_ids": [ids["<|t2v|>"], ids["<|v2v|>"], ids["<|lvg|>"]],
-        "image_token_offset": text_vocab_size + len(SHOWO_SPECIAL_TOKENS),
-        "codebook_size": codebook_size,
-        "mask_token_id": int(showo_config.get("mask_token_id", vocab_size - 1)),
-        "vocab_size": vocab_size,
-    }
+    return showo_vocabulary_layout(
+        text_vocab_size, codebook_size, int(showo_config.get("mask_token_id", vocab_size - 1)), vocab_size
+    )
 
 
 def build_config(

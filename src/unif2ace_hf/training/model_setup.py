@@ -14,6 +14,7 @@ import torch
 from datasets import Dataset, DatasetDict, load_dataset
 
 from ..modeling import UniF2aceConfig, UniF2aceForConditionalGeneration, UniF2aceVQModel
+from ..modeling.configuration_unif2ace import showo_vocabulary_layout
 from ..pipelines.scheduling_unif2ace import UniF2aceMaskGITScheduler
 from ..processing_unif2ace import UniF2aceImageProcessor, UniF2aceProcessor
 from ..tokenization_unif2ace import SHOWO_SPECIAL_TOKENS
@@ -115,24 +116,8 @@ def vocabulary_layout(tokenizer, codebook_size: int) -> dict[str, Any]:
         raise ValueError(
             "text_tokenizer: Show-o's special tokens must be the last ids, in order (add_showo_special_tokens)"
         )
-    name = {token: token.strip("<|>") for token in SHOWO_SPECIAL_TOKENS}
-    by_name = {name[token]: value for token, value in ids.items()}
-    offset = len(tokenizer)
-    return {
-        "text_vocab_size": by_name["pad"],
-        "pad_token_id": by_name["pad"],
-        "soi_token_id": by_name["soi"],
-        "eoi_token_id": by_name["eoi"],
-        "t2i_token_id": by_name["t2i"],
-        "mmu_token_id": by_name["mmu"],
-        "reserved_task_token_ids": [by_name["t2v"], by_name["v2v"], by_name["lvg"]],
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "image_token_offset": offset,
-        "codebook_size": codebook_size,
-        "mask_token_id": offset + codebook_size,
-        "vocab_size": offset + codebook_size + 1,
-    }
+    layout = showo_vocabulary_layout(expected[0], codebook_size)
+    return {**layout, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
 
 
 def _default_path(value: str, attribute: str) -> str:
@@ -154,7 +139,9 @@ def build_from_scratch(recipe: dict[str, Any]) -> tuple[UniF2aceForConditionalGe
     tokenizer = AutoTokenizer.from_pretrained(_default_path(recipe["text_tokenizer"], "DEFAULT_TEXT_TOKENIZER"))
     vq = UniF2aceVQModel.from_pretrained(_default_path(recipe["vq_model"], "DEFAULT_VQ_MODEL"))
     layout = vocabulary_layout(tokenizer, vq.config.codebook_size)
-    config = UniF2aceConfig(**recipe["model"], **layout, vq_config=vq.config.to_dict())
+    vq_config = vq.config.to_dict()
+    vq_config.pop("_name_or_path", None)  # a path of the training machine, meaningless in the saved model
+    config = UniF2aceConfig(**recipe["model"], **layout, vq_config=vq_config)
     model = UniF2aceForConditionalGeneration(config)
     model.vq_model.load_state_dict(vq.state_dict())
     size = vq.config.image_size
