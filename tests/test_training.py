@@ -325,3 +325,27 @@ def test_lora_finetune_saves_an_adapter(trained, tmp_path, synthface_dir):
     adapter = load_file(final / "adapter_model.safetensors")
     assert adapter and all("lora" in name for name in adapter)
     assert [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_time_budget_stops_early_with_a_checkpoint_and_a_decayed_rate(tmp_path, synthface_dir, tiny_recipe):
+    output = tmp_path / "timed"
+    # a budget spent after the first step: the run stops there and still saves a checkpoint and the final model
+    assert train(tiny_recipe, synthface_dir, output, "--max-steps", "50", "--set", "training.max_minutes=1e-6") == 0
+    rows = metrics(output)
+    assert [r["step"] for r in rows] == [1]
+    assert (output / "checkpoint-1").is_dir() and (output / "final" / "model.safetensors").is_file()
+
+
+def test_bad_time_budget_is_refused(tmp_path, capsys, synthface_dir, tiny_recipe):
+    err = run_cli_error(
+        capsys,
+        "--recipe",
+        str(tiny_recipe),
+        "--data",
+        str(synthface_dir),
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--set",
+        "training.max_minutes=-3",
+    )
+    assert "training.max_minutes" in err

@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "adam_betas": [0.9, 0.95],
         "warmup_steps": 100,
         "max_steps": 1000,
+        "max_minutes": None,  # a wall-clock budget: stop when spent, and decay the learning rate over it
         "min_lr_ratio": 0.1,  # cosine decays to this share of the peak
         "max_grad_norm": 1.0,
         "mixed_precision": "no",  # "no" or "bf16"
@@ -134,6 +135,9 @@ def validate_recipe(recipe: dict[str, Any], source: str = "recipe") -> dict[str,
     for key in ("batch_size", "gradient_accumulation_steps", "max_steps"):
         if not isinstance(training[key], int) or training[key] < 1:
             raise ValueError(f"{source}: training.{key} must be an integer >= 1, got {training[key]!r}")
+    minutes = training["max_minutes"]
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0):
+        raise ValueError(f"{source}: training.max_minutes must be a number > 0 or null, got {minutes!r}")
     for key in ("t2i_fraction", "caption_dropout", "caption_qa_fraction"):
         if not 0.0 <= float(data[key]) <= 1.0:
             raise ValueError(f"{source}: data.{key} must be in [0, 1], got {data[key]!r}")

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import shutil
+import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -60,13 +61,18 @@ class RowOrder:
         return epoch, self._permutation[start : start + self.global_batch]
 
 
-def cosine_with_warmup(warmup_steps: int, max_steps: int, min_ratio: float):
-    """LR multiplier: linear warm-up to 1, then cosine down to `min_ratio` at `max_steps`."""
+def cosine_with_warmup(warmup_steps: int, max_steps: int, min_ratio: float, time_progress=None):
+    """LR multiplier: linear warm-up to 1, then cosine down to `min_ratio` at `max_steps`.
+
+    `time_progress` (a callable giving the spent share of a wall-clock budget) lets a time-budgeted run finish its
+    decay when the budget ends, whichever of steps and time runs out first."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / (warmup_steps + 1)
         progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+        if time_progress is not None:
+            progress = max(progress, min(1.0, time_progress()))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
@@ -154,7 +160,12 @@ class UniF2aceTrainer:
         # stepped by us once per optimizer step (a prepared scheduler steps once per process)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
-            cosine_with_warmup(self.config["warmup_steps"], self.config["max_steps"], self.config["min_lr_ratio"]),
+            cosine_with_warmup(
+                self.config["warmup_steps"],
+                self.config["max_steps"],
+                self.config["min_lr_ratio"],
+                self._time_progress if self.config["max_minutes"] else None,
+            ),
         )
         self.model, self.optimizer = self.accelerator.prepare(objective, optimizer)
         self.accelerator.register_for_checkpointing(self.lr_scheduler)
@@ -164,6 +175,19 @@ class UniF2aceTrainer:
         self.step = 0
 
     # ------------------------------------------------------------------ setup helpers
+    def _time_progress(self) -> float:
+        """Spent share of `training.max_minutes`, counted from the start of `train()` in this process."""
+        started = getattr(self, "_train_started", None)
+        if started is None:
+            return 0.0
+        return (time.monotonic() - started) / (60.0 * float(self.config["max_minutes"]))
+
+    def _out_of_time(self) -> bool:
+        if self.config["max_minutes"] is None:
+            return False
+        spent = torch.tensor([float(self._time_progress() >= 1.0)], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(spent, reduction="sum").item())  # every process stops at the same step
+
     def _resolve_resume(self, resume_from: str | Path | None) -> Path | None:
         if resume_from is None:
             return None
@@ -177,9 +201,10 @@ class UniF2aceTrainer:
     def _with_codes(self, dataset: Dataset, model) -> Dataset:
         if CODES_COLUMN not in dataset.column_names:
             with self.accelerator.main_process_first():
+                # encode on the accelerator when there is one (the model moves there in `prepare` anyway)
                 dataset = add_image_codes(
                     dataset,
-                    model.vq_model,
+                    model.vq_model.to(self.accelerator.device),
                     model.vq_model.config.image_size,
                     batch_size=self.recipe["data"]["codes_batch_size"],
                 )
@@ -313,19 +338,24 @@ class UniF2aceTrainer:
         progress = tqdm(
             total=max_steps, initial=self.step, desc="train", disable=not (main and self.config["progress"])
         )
+        self._train_started = time.monotonic()
         try:
             while self.step < max_steps:
                 row = self.train_step()
+                out_of_time = self._out_of_time()
+                last = self.step == max_steps or out_of_time
                 eval_steps = self.config["eval_steps"]
-                if eval_steps and (self.step % eval_steps == 0 or self.step == max_steps):
+                if eval_steps and (self.step % eval_steps == 0 or last):
                     row.update(self.evaluate())
                 if main:
                     metrics.write(json.dumps(row) + "\n")
                     metrics.flush()
                 progress.update(1)
                 progress.set_postfix(loss=f"{row['loss']:.4f}")
-                if self.step % self.config["save_steps"] == 0 or self.step == max_steps:
+                if self.step % self.config["save_steps"] == 0 or last:
                     self.save_checkpoint()
+                if out_of_time:
+                    break
         finally:
             progress.close()
             if metrics is not None:

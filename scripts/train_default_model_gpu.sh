@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Train the embedded default model (unif2ace_hf.DEFAULT_MODEL) with the `tiny-synthface` recipe on one GPU, inside a
+# wall-clock budget, and leave under $OUT: model-<i>.safetensors (the final weights in bf16, split into
+# files of at most 12 MB for the device tool's 16 MiB file limit; merge them with scripts/ship_default_model.py), config.json,
+# metrics.jsonl (one row per step), train.log, data.log.
+#
+# SynthFace is rendered on the spot by PROCS parallel processes (seeds 1..PROCS); their train shards are pooled and
+# the first process's validation split is the eval split. The image tokenizer is the shipped DEFAULT_VQ_MODEL.
+#
+# Through the device tool, from the repository root (carry [".whl"], timeout_s 590):
+#   OUT=$OUT MINUTES=5.5 bash scripts/train_default_model_gpu.sh
+# To run exactly a commit while the checkout has edits in progress, carry a .py-only snapshot as well:
+#   mkdir -p .gpusrc && git archive HEAD src | tar -x -C .gpusrc --exclude='*.safetensors'   (here; carry ".gpusrc")
+#   (cd src && find . -name '*.safetensors' -exec cp --parents {} ../.gpusrc/src/ \;); SRC=$PWD/.gpusrc/src OUT=...
+# On a CPU the same script runs a smoke test, e.g.:
+#   PYTHON=.venv/bin/python OUT=/tmp/out IMAGES=160 PROCS=2 MINUTES=0.2 BATCH=8 bash scripts/train_default_model_gpu.sh
+set -euo pipefail
+OUT=${OUT:-out/default-model}
+PYTHON=${PYTHON:-python3}
+IMAGES=${IMAGES:-60000}      # rows over all four splits and all processes (80 % of them train)
+PROCS=${PROCS:-12}           # parallel SynthFace renderers
+MINUTES=${MINUTES:-5.5}      # training budget; the learning rate decays over it
+BATCH=${BATCH:-64}
+LR=${LR:-8e-4}
+WARMUP=${WARMUP:-300}
+WORK=${WORK:-/tmp/unif2ace-default-run}
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+
+# The GPU machine lacks datasets/diffusers and has an older transformers: install the carried wheels.
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  if ! "$PYTHON" -c "import datasets, diffusers, transformers as t; assert tuple(map(int, t.__version__.split('.')[:2])) >= (5, 24)" 2>/dev/null; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+  fi
+fi
+# SRC: the package source to run (default: this checkout's src/), e.g. a snapshot of a commit
+export PYTHONPATH=${SRC:-$PWD/src}:${PYTHONPATH:-}
+mkdir -p "$OUT"
+rm -rf "$WORK" && mkdir -p "$WORK"
+"$PYTHON" -c "import torch, transformers, datasets, diffusers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+
+start=$(date +%s)
+per=$((IMAGES / PROCS))
+for k in $(seq 1 "$PROCS"); do
+  "$PYTHON" -m unif2ace_hf.cli data synthface --num-images "$per" --size 64 --seed "$k" --output-dir "$WORK/sf-$k" \
+    > "$WORK/data-$k.log" 2>&1 &
+done
+wait
+cat "$WORK"/data-*.log | grep -v kernels > "$OUT/data.log" || true
+mkdir -p "$WORK/synthface/data"
+# a card with the split patterns only: the per-process cards' recorded split sizes do not hold for the pool
+printf -- '---\nconfigs:\n- config_name: default\n  data_files:\n' > "$WORK/synthface/README.md"
+for split in train validation test novel; do
+  printf -- '  - split: %s\n    path: data/%s-*.parquet\n' "$split" "$split" >> "$WORK/synthface/README.md"
+done
+printf -- '---\n' >> "$WORK/synthface/README.md"
+cp "$WORK"/sf-1/data/{validation,test,novel}-*.parquet "$WORK/synthface/data/"
+for k in $(seq 1 "$PROCS"); do
+  for f in "$WORK/sf-$k"/data/train-*.parquet; do cp "$f" "$WORK/synthface/data/train-s$k-$(basename "$f" | cut -d- -f2-)"; done
+done
+echo "data: $(( $(date +%s) - start )) s, $(ls "$WORK"/synthface/data/train-* | wc -l) train shards" | tee -a "$OUT/data.log"
+
+set +e
+"$PYTHON" -m unif2ace_hf.cli train --recipe tiny-synthface --data "$WORK/synthface" --output-dir "$WORK/run" \
+  --max-steps 1000000 --no-progress \
+  --set training.max_minutes="$MINUTES" --set training.batch_size="$BATCH" --set training.learning_rate="$LR" \
+  --set training.warmup_steps="$WARMUP" --set training.save_steps=1000000000 --set training.eval_steps=500 \
+  --set training.eval_rows=256 --set data.codes_batch_size=256 2>&1 | grep -v kernels > "$OUT/train.log"
+status=${PIPESTATUS[0]}
+set -e
+tail -5 "$OUT/train.log"
+cp "$WORK/run/metrics.jsonl" "$OUT/" 2>/dev/null || true
+[ "$status" = 0 ] || { echo "training failed ($status)"; exit "$status"; }
+
+"$PYTHON" - "$WORK/run/final" "$OUT" <<'EOF'
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+final, out = Path(sys.argv[1]), Path(sys.argv[2])
+weights = load_file(str(final / "model.safetensors"))
+weights = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in weights.items()}
+shards, size = [[]], 0
+for name in sorted(weights):  # at most 12 MB a file
+    nbytes = weights[name].numel() * weights[name].element_size()
+    if shards[-1] and size + nbytes > 12_000_000:
+        shards, size = shards + [[]], 0
+    shards[-1].append(name)
+    size += nbytes
+for index, part in enumerate(shards):
+    save_file({k: weights[k].contiguous() for k in part}, str(out / f"model-{index}.safetensors"), metadata={"format": "pt"})
+names = sorted(weights)
+shutil.copy(final / "config.json", out / "config.json")
+print("saved", len(names), "tensors:", [p.stat().st_size for p in sorted(out.glob("model-*.safetensors"))])
+EOF
+echo "total: $(( $(date +%s) - start )) s"
