@@ -19,8 +19,10 @@ from transformers import BatchFeature, ProcessorMixin
 from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import PILImageResampling
 
-MAX_IMAGE_PIXELS = 16384 * 16384
-"""Refuse decompression bombs beyond this (PIL warns at ~89 Mpx and we shrink huge images early anyway)."""
+MAX_IMAGE_PIXELS = 89_478_485
+"""Images with more pixels are refused: files from their header, before any pixel is decoded (decompression
+bombs). Pillow's own warning threshold (~9459², so any 8192×8192 image passes); Pillow itself refuses files over
+twice this when opening them."""
 
 DEFAULT_MMU_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] == 'user' %}USER: \n{{ message['content'] }} "
@@ -42,23 +44,11 @@ def load_image(image, name: str = "image", background: tuple[int, int, int] = (2
         path = Path(image)
         if not path.is_file():
             raise ValueError(f"{name}: no such image file {str(image)!r}")
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = ImageOps.exif_transpose(opened)
-        except (OSError, Image.DecompressionBombError, SyntaxError) as error:
-            raise ValueError(f"{name}: cannot read image file {str(path)!r}: {error}") from error
-        return _to_rgb(image, name, background)
+        return _to_rgb(_decode(path, name, f"cannot read image file {str(path)!r}"), name, background)
     if isinstance(image, (bytes, bytearray)):
-        try:
-            with Image.open(io.BytesIO(image)) as opened:
-                opened.load()
-                image = ImageOps.exif_transpose(opened)
-        except (OSError, Image.DecompressionBombError, SyntaxError) as error:
-            raise ValueError(f"{name}: cannot decode image bytes: {error}") from error
-        return _to_rgb(image, name, background)
-    if isinstance(image, Image.Image):
-        return _to_rgb(ImageOps.exif_transpose(image), name, background)
+        return _to_rgb(_decode(io.BytesIO(image), name, "cannot decode image bytes"), name, background)
+    if isinstance(image, Image.Image):  # may be lazily opened: its pixels are decoded here
+        return _to_rgb(_decode_opened(image, name, "cannot decode the image"), name, background)
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu()
         image = image.float().numpy() if image.dtype in (torch.bfloat16, torch.float16) else image.numpy()
@@ -67,6 +57,40 @@ def load_image(image, name: str = "image", background: tuple[int, int, int] = (2
     raise ValueError(
         f"{name}: expected a PIL image, a file path, bytes, a numpy array or a torch tensor, got {type(image).__name__}"
     )
+
+
+def _check_pixel_count(width: int, height: int, name: str) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"{name}: {width}x{height} is larger than {MAX_IMAGE_PIXELS} pixels (a decompression bomb?); refused"
+        )
+
+
+def _decode(source, name: str, what: str) -> Image.Image:
+    """Open, check the size from the header (a decompression bomb is refused before its pixels are decoded), then
+    decode. Any decoder failure on untrusted bytes becomes a ValueError naming the argument."""
+    try:
+        with Image.open(source) as opened:
+            return _decode_opened(opened, name, what)
+    except Image.UnidentifiedImageError:
+        raise ValueError(f"{name}: {what}: not an image format Pillow can read") from None
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{name}: {what}: {error}; refused") from None
+
+
+def _decode_opened(opened: Image.Image, name: str, what: str) -> Image.Image:
+    try:
+        _check_pixel_count(opened.width, opened.height, name)
+        opened.load()
+        return ImageOps.exif_transpose(opened)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{name}: {what}: {error}; refused") from None
+    except ValueError as error:
+        if str(error).startswith(f"{name}: "):
+            raise
+        raise ValueError(f"{name}: {what}: {error}") from error
+    except Exception as error:  # noqa: BLE001 - decoders raise OSError, SyntaxError, EOFError, struct.error, ...
+        raise ValueError(f"{name}: {what}: {error or type(error).__name__}") from error
 
 
 def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
@@ -78,6 +102,9 @@ def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
         raise ValueError(f"{name}: expected an array of shape (H, W), (H, W, 3|4) or (3|4, H, W), got {array.shape}")
     if array.size == 0:
         raise ValueError(f"{name}: the image is empty (shape {array.shape})")
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+        raise ValueError(f"{name}: unsupported array dtype {array.dtype} (use uint8, another integer type or float)")
+    _check_pixel_count(array.shape[1], array.shape[0], name)
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise ValueError(f"{name}: the image contains NaN or infinite values")
@@ -98,22 +125,28 @@ def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
 def _to_rgb(image: Image.Image, name: str, background: tuple[int, int, int]) -> Image.Image:
     if image.width == 0 or image.height == 0:
         raise ValueError(f"{name}: the image is empty ({image.width}x{image.height})")
-    if image.width * image.height > MAX_IMAGE_PIXELS:
-        raise ValueError(f"{name}: {image.width}x{image.height} is larger than {MAX_IMAGE_PIXELS} pixels")
+    _check_pixel_count(image.width, image.height, name)
     if image.mode == "P":
         image = image.convert("RGBA")
+    if image.mode == "La":  # premultiplied; Pillow converts it only to "LA"
+        image = image.convert("LA")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.int64)
         top = max(int(array.max()), 1)
         image = Image.fromarray((array * 255 // (65535 if top > 255 else 255)).clip(0, 255).astype(np.uint8))
     if image.mode == "F":
         array = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name}: the image contains NaN or infinite values")
         image = Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8))
     if image.mode in ("LA", "RGBA", "La", "RGBa", "PA"):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*background, 255))
         image = Image.alpha_composite(canvas, rgba)
-    return image.convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as error:  # modes Pillow cannot convert, e.g. "La"
+        raise ValueError(f"{name}: unsupported image mode {image.mode!r}: {error}") from error
 
 
 class UniF2aceImageProcessor(PilBackend):
@@ -234,6 +267,8 @@ class UniF2aceProcessor(ProcessorMixin):
         ids = self.special_ids
         rows = []
         for index, question in enumerate(questions):
+            if question is not None and not isinstance(question, str):
+                raise ValueError(f"text[{index}]: expected a string question or None, got {type(question).__name__}")
             question = self.caption_prompt if question is None or not str(question).strip() else str(question)
             text_ids = self._chat_prompt_ids(question, index)
             rows.append(
@@ -263,7 +298,7 @@ class UniF2aceProcessor(ProcessorMixin):
             prompt = [ids["mmu"], ids["soi"], *(codes + self.image_token_offset).tolist(), ids["eoi"], ids["sot"]]
             prompt += self._chat_prompt_ids(question, index)
             # the template renders `ASSISTANT: {answer}{eos}`; the generation prompt stops after `ASSISTANT:`
-            answer_ids = self.tokenizer(" " + str(answer).strip(), add_special_tokens=False)["input_ids"]
+            answer_ids = self._user_text_ids(" " + str(answer).strip())
             if len(answer_ids) > max_answer_length:
                 warnings.warn(
                     f"answers[{index}]: {len(answer_ids)} tokens long; keeping the first {max_answer_length}",
@@ -289,7 +324,7 @@ class UniF2aceProcessor(ProcessorMixin):
         )
         prefix, suffix = rendered.split(marker)
         encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []  # noqa: E731
-        question_ids = encode(question)
+        question_ids = self._user_text_ids(question)
         if len(question_ids) > self.max_question_length:
             warnings.warn(
                 f"text[{index}]: the question is {len(question_ids)} tokens long; keeping its first "
@@ -299,13 +334,22 @@ class UniF2aceProcessor(ProcessorMixin):
             question_ids = question_ids[: self.max_question_length]
         return encode(prefix) + question_ids + encode(suffix)
 
+    def _user_text_ids(self, text: str) -> list[int]:
+        """Token ids of text a user wrote: special-token strings in it (`<|soi|>`, `<|endoftext|>`, ...) stay plain
+        text, so a prompt cannot inject structure into the sequence."""
+        if not text:
+            return []
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
     def build_t2i_inputs(self, prompts, image_ids: torch.Tensor | None = None) -> BatchFeature:
         """Generation prompts; `image_ids` (B, N) pre-fills the slots (editing), else all slots are `<mask>`."""
-        prompts = [prompts] if isinstance(prompts, str) or prompts is None else list(prompts)
+        prompts = list(prompts) if isinstance(prompts, (list, tuple)) else [prompts]
         ids = self.special_ids
         rows = []
         for index, prompt in enumerate(prompts):
-            text_ids = self.tokenizer(prompt or "", add_special_tokens=False)["input_ids"]
+            if prompt is not None and not isinstance(prompt, str):
+                raise ValueError(f"text[{index}]: expected a string prompt, got {type(prompt).__name__}")
+            text_ids = self._user_text_ids(prompt or "")
             room = self.max_text_length - 3  # [t2i][sot] ... [eot]
             if len(text_ids) > room:
                 warnings.warn(
