@@ -57,7 +57,8 @@ def process_or_named_error(image_processor, image, name: str = "image") -> torch
     except ValueError as error:
         assert str(error).startswith(f"{name}: "), f"unnamed error: {error}"
         return None
-    assert pixels.shape == (1, 3, SIZE, SIZE) and pixels.dtype == torch.float32
+    batch = len(image) if isinstance(image, list) else 1
+    assert pixels.shape == (batch, 3, SIZE, SIZE) and pixels.dtype == torch.float32
     assert torch.isfinite(pixels).all() and pixels.min() >= -1 and pixels.max() <= 1
     return pixels
 

@@ -76,6 +76,10 @@ def _decode(source, name: str, what: str) -> Image.Image:
         raise ValueError(f"{name}: {what}: not an image format Pillow can read") from None
     except Image.DecompressionBombError as error:
         raise ValueError(f"{name}: {what}: {error}; refused") from None
+    except ValueError:
+        raise
+    except Exception as error:  # noqa: BLE001 - header parsers raise OSError, SyntaxError, struct.error, ...
+        raise ValueError(f"{name}: {what}: {error or type(error).__name__}") from error
 
 
 def _decode_opened(opened: Image.Image, name: str, what: str) -> Image.Image:
