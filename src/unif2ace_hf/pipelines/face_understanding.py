@@ -6,6 +6,8 @@ once into the KV cache; every answer token then costs one cached step (Show-o re
 
 from __future__ import annotations
 
+import os
+
 import torch
 from transformers import Pipeline
 
@@ -94,6 +96,39 @@ class FaceUnderstandingPipeline(Pipeline):
     def postprocess(self, model_outputs):
         text = self.processor.batch_decode(model_outputs["sequences"], skip_special_tokens=True)[0].strip()
         return {"caption" if bool(model_outputs["is_caption"].reshape(-1)[0]) else "answer": text}
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        model_card=None,
+        eval_results=None,
+        repo_id: str | None = None,
+        **kwargs,
+    ):
+        """Model, remote code with `config.custom_pipelines` (so `pipeline(model=folder, trust_remote_code=True)` runs
+        without the package; transformers then asks for `trust_remote_code=True` even where the package is imported),
+        the processor (transformers' Pipeline does not save a ProcessorMixin) and the model card as README.md."""
+        super().save_pretrained(save_directory, **kwargs)
+        self.processor.save_pretrained(save_directory)
+        try:  # the card generator lives in the installed package; remote code without it saves no card
+            from unif2ace_hf.hub.model_card import write_model_card
+        except ImportError:
+            return
+        write_model_card(save_directory, model_card, eval_results, repo_id=repo_id)
+
+    def push_to_hub(self, repo_id: str, commit_message: str = "Upload face-understanding pipeline", **kwargs):
+        """Save as `save_pretrained` does (README.md is our card, not transformers' generic one) and upload."""
+        try:
+            from unif2ace_hf.hub.push import push_saved_folder
+        except ImportError:  # remote code without the package: transformers' own upload
+            return super().push_to_hub(repo_id, commit_message=commit_message, **kwargs)
+        card_kwargs = {k: kwargs.pop(k) for k in ("model_card", "eval_results") if k in kwargs}
+        return push_saved_folder(
+            lambda folder: self.save_pretrained(folder, repo_id=repo_id, **card_kwargs),
+            repo_id,
+            commit_message=commit_message,
+            **kwargs,
+        )
 
 
 __all__ = ["FaceUnderstandingPipeline"]

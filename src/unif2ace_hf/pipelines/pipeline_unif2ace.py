@@ -19,9 +19,13 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
+from huggingface_hub import CommitInfo, ModelCard
 from PIL import Image
 from transformers import DynamicCache
 
+from ..hub.download import HUB_DOWNLOAD_KWARGS, resolve_pretrained_folder
+from ..hub.model_card import write_model_card
+from ..hub.push import push_saved_folder
 from ..modeling import UniF2aceForConditionalGeneration
 from ..processing_unif2ace import UniF2aceProcessor, load_image
 from .scheduling_unif2ace import UniF2aceMaskGITScheduler
@@ -74,15 +78,14 @@ class UniF2acePipeline(DiffusionPipeline):
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **kwargs
     ) -> UniF2acePipeline:
-        """Load from a local folder or a Hub repo id (downloaded with `snapshot_download`)."""
-        path = Path(str(pretrained_model_name_or_path))
-        if not path.is_dir():
-            from huggingface_hub import snapshot_download
+        """Load from a local folder or a Hub repo id.
 
-            hub_kwargs = {
-                k: kwargs.pop(k) for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs
-            }
-            path = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs))
+        A repo id is downloaded with `snapshot_download` (kwargs `revision`, `token`, `cache_dir`,
+        `local_files_only`, `force_download`, `proxies`) and every downloaded file is checked against the hash the
+        Hub announced before anything is loaded. Other kwargs go to the model's `from_pretrained`.
+        """
+        hub_kwargs = {k: kwargs.pop(k) for k in HUB_DOWNLOAD_KWARGS if k in kwargs}
+        path = resolve_pretrained_folder(pretrained_model_name_or_path, "pretrained_model_name_or_path", hub_kwargs)
         model = UniF2aceForConditionalGeneration.from_pretrained(path, dtype=torch_dtype, **kwargs).eval()
         processor = UniF2aceProcessor.from_pretrained(path)
         if (path / SCHEDULER_SUBFOLDER / "scheduler_config.json").is_file():
@@ -91,25 +94,59 @@ class UniF2acePipeline(DiffusionPipeline):
             scheduler = UniF2aceMaskGITScheduler(
                 mask_token_id=model.config.codebook_size, codebook_size=model.config.codebook_size
             )
-        return cls(model=model, processor=processor, scheduler=scheduler)
+        pipe = cls(model=model, processor=processor, scheduler=scheduler)
+        readme = path / "README.md"
+        # Saved again by save_pretrained unless a new card is given, so re-saving never loses measured numbers.
+        pipe.model_card = ModelCard.load(readme) if readme.is_file() else None
+        return pipe
 
-    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs) -> None:
-        """Write the model, the processor and `scheduler/` into one folder (the folder every loader reads)."""
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        push_to_hub: bool = False,
+        model_card: ModelCard | str | None = None,
+        eval_results: dict | list[dict] | None = None,
+        repo_id: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Write one folder that every loader reads: the model (with its remote code), the processor, `scheduler/`,
+        and `README.md` (the model card: `model_card`, or one built from
+        `unif2ace eval` results, or the card this pipeline was loaded with, or an unmeasured card).
+        `push_to_hub=True` then uploads it to `repo_id` (default: the folder's name); kwargs go to `push_to_hub`."""
         save_directory = Path(save_directory)
         self.model.save_pretrained(save_directory)
         self.processor.save_pretrained(save_directory)
         self.scheduler.save_pretrained(save_directory / SCHEDULER_SUBFOLDER)
+        card = write_model_card(
+            save_directory, model_card, eval_results, previous=getattr(self, "model_card", None), repo_id=repo_id
+        )
         if push_to_hub:
-            from huggingface_hub import HfApi
+            self.push_to_hub(repo_id or save_directory.name, model_card=card, **kwargs)
 
-            repo_id = kwargs.pop("repo_id", None) or save_directory.name
-            api = HfApi(token=kwargs.pop("token", None))
-            api.create_repo(repo_id, exist_ok=True, private=kwargs.pop("private", None))
-            api.upload_folder(
-                repo_id=repo_id,
-                folder_path=str(save_directory),
-                commit_message=kwargs.pop("commit_message", "Upload UniF2acePipeline"),
-            )
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str = "Upload UniF2acePipeline",
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        revision: str | None = None,
+        model_card: ModelCard | str | None = None,
+        eval_results: dict | list[dict] | None = None,
+    ) -> CommitInfo:
+        """Upload the `save_pretrained` folder (our model card as README.md) to `repo_id` as one commit; returns
+        the commit (`.oid` is the revision to load this exact upload again)."""
+        return push_saved_folder(
+            lambda folder: self.save_pretrained(
+                folder, model_card=model_card, eval_results=eval_results, repo_id=repo_id
+            ),
+            repo_id,
+            commit_message=commit_message,
+            private=private,
+            token=token,
+            create_pr=create_pr,
+            revision=revision,
+        )
 
     # ------------------------------------------------------------------ helpers
     @property

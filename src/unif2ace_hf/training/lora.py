@@ -170,10 +170,11 @@ def save_adapter(model: PeftModel, output_dir: str | os.PathLike) -> None:
 
 
 def load_adapter(base_model: nn.Module, adapter_dir: str | os.PathLike, is_trainable: bool = False) -> PeftModel:
-    """Attach a saved adapter to `base_model` (full precision or quantised); `is_trainable` to keep training it."""
-    adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json (is this a folder written by save_adapter?)")
+    """Attach a saved adapter (a folder, or a Hub repo id that peft downloads) to `base_model` (full precision or
+    quantised); `is_trainable` to keep training it."""
+    folder = Path(adapter_dir)
+    if folder.is_dir() and not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{folder}: no adapter_config.json (is this a folder written by save_adapter?)")
     return PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=is_trainable)
 
 
