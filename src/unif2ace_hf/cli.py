@@ -8,6 +8,7 @@ import sys
 
 # Each module exposes `register(subparsers)`, which adds its sub-command(s) and sets `func` on the parser.
 COMMAND_MODULES = (
+    "unif2ace_hf.commands.card",
     "unif2ace_hf.commands.convert",
     "unif2ace_hf.commands.data",
     "unif2ace_hf.commands.tokenizer",
