@@ -56,7 +56,7 @@ print("RESULT", json.dumps(out))
 """
 
 LOAD = r"""
-import json, sys, traceback
+import json, sys, time, traceback
 p = json.loads(sys.argv[1])
 import numpy as np, torch
 from PIL import Image
@@ -67,15 +67,17 @@ from unif2ace_hf.training.lora import load_adapter, load_with_adapter
 
 ids = torch.load(p["ids"])
 image = Image.fromarray((np.random.default_rng(0).random((20, 20, 3)) * 255).astype(np.uint8))
-status, tensors, values = {}, {}, {}
+status, tensors, values, seconds = {}, {}, {}, {}
 
 def check(name):
     def wrap(fn):
+        start = time.perf_counter()
         try:
             fn()
             status[name] = "ok"
         except Exception as error:
             status[name] = f"{type(error).__name__}: {error}\n{traceback.format_exc()[-1500:]}"
+        seconds[name] = round(time.perf_counter() - start, 2)
     return wrap
 
 def codes(pipe):
@@ -138,7 +140,7 @@ def _():
     values["default"] = vqa(image, question=p["question"], max_new_tokens=6)["answer"]
 
 torch.save(tensors, p["out"])
-print("RESULT", json.dumps({"status": status, "values": values}))
+print("RESULT", json.dumps({"status": status, "values": values, "seconds": seconds}))
 """
 
 REMOTE = r"""
