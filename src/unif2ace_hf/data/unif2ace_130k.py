@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .features import face_features
 from .publish import SPLIT_ORDER, write_dataset
@@ -113,7 +113,7 @@ def _records(path: Path) -> Iterator[tuple[str, Any]]:
                     continue
                 try:
                     yield f"line {number}", json.loads(line)
-                except json.JSONDecodeError as error:
+                except (json.JSONDecodeError, RecursionError) as error:
                     yield f"line {number}", MalformedRowError(path, f"line {number}", "invalid json", str(error))
         return
     try:
@@ -129,12 +129,16 @@ def _records(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _check_image(path: Path, file: Path, row_id: str) -> None:
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except (OSError, ValueError) as error:  # e.g. a name too long for the file system
+        raise MalformedRowError(file, row_id, "missing image", f"`image` is not a usable path: {error}") from None
+    if not exists:
         raise MalformedRowError(file, row_id, "missing image", f"{path} does not exist")
     try:
         with Image.open(path) as image:
             image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - decoders raise OSError, SyntaxError, EOFError, struct.error, ...
         raise MalformedRowError(file, row_id, "unreadable image", f"{path}: {error}") from None
 
 
@@ -144,12 +148,13 @@ def _check_image_bytes(data: Any, file: Path, row_id: str) -> None:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - decoders raise OSError, SyntaxError, EOFError, struct.error, ...
         raise MalformedRowError(file, row_id, "unreadable image", str(error)) from None
 
 
 def _attributes(record: dict, file: Path, row_id: str) -> dict[str, str | None]:
-    values = record.get("attributes") or {}
+    values = record.get("attributes")
+    values = {} if values is None else values
     if not isinstance(values, dict):
         raise MalformedRowError(file, row_id, "bad value", "`attributes` must be an object")
     unknown = sorted(set(values) - set(CATEGORIES))
@@ -158,6 +163,9 @@ def _attributes(record: dict, file: Path, row_id: str) -> dict[str, str | None]:
     bad = [k for k, v in values.items() if v is not None and not isinstance(v, str)]
     if bad:
         raise MalformedRowError(file, row_id, "bad value", f"attribute values must be strings: {', '.join(bad)}")
+    for category, value in values.items():
+        if value is not None:
+            _check_unicode(value, file, row_id, f"attribute {category}")
     return {category: values.get(category) for category in CATEGORIES}
 
 
@@ -175,35 +183,57 @@ def _qa_from_conversations(turns: Any, file: Path, row_id: str) -> list[dict[str
             )
     if len(turns) % 2:
         raise MalformedRowError(file, row_id, "non-alternating turns", "the last human turn has no gpt answer")
-    for question, answer in zip(turns[::2], turns[1::2]):
+    for index, (question, answer) in enumerate(zip(turns[::2], turns[1::2])):
         text = question["value"].replace(IMAGE_TOKEN, "").strip()
-        pairs.append({"question": text, "answer": answer["value"].strip()})
+        pair = {"question": text, "answer": answer["value"].strip()}
+        for key, value in pair.items():
+            _check_unicode(value, file, row_id, f"turn {2 * index + (key == 'answer')}")
+        pairs.append(pair)
     return pairs
 
 
-def _resolve(image: str, file: Path, root: Path) -> Path:
-    for base in (file.parent, root):
-        candidate = (base / image).resolve()
-        if candidate.exists():
-            return candidate
-    return (file.parent / image).resolve()
+def _check_unicode(text: str, file: Path, row_id: str, where: str) -> None:
+    """JSON can carry lone surrogates (`"\\ud800"`), which no UTF-8 file (parquet, arrow) can store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise MalformedRowError(file, row_id, "bad value", f"{where} is not valid Unicode: {error.reason}") from None
+
+
+def _resolve(image: str, file: Path, root: Path, row_id: str) -> Path:
+    if "\x00" in image:
+        raise MalformedRowError(file, row_id, "missing field", "`image` (a path) contains a NUL character")
+    try:
+        for base in (file.parent, root):
+            candidate = (base / image).resolve()
+            if candidate.exists():
+                return candidate
+        return (file.parent / image).resolve()
+    except (OSError, RuntimeError, ValueError) as error:  # too long, a symlink loop, not encodable, ...
+        raise MalformedRowError(file, row_id, "missing image", f"`image` is not a usable path: {error}") from None
 
 
 def _json_row(record: Any, fallback_id: str, file: Path, root: Path, split: str) -> _Row:
     if not isinstance(record, dict):
         raise MalformedRowError(file, fallback_id, "missing field", "a record must be a JSON object")
-    row_id = str(record["id"]) if record.get("id") is not None else fallback_id
+    row_id = record.get("id")
+    if row_id is not None and (isinstance(row_id, bool) or not isinstance(row_id, (str, int))):
+        raise MalformedRowError(file, fallback_id, "bad value", "`id` must be a string or an integer")
+    row_id = fallback_id if row_id is None else str(row_id)
+    _check_unicode(row_id, file, fallback_id, "`id`")
     if not isinstance(record.get("image"), str) or not record["image"]:
         raise MalformedRowError(file, row_id, "missing field", "`image` (a path) is required")
-    path = _resolve(record["image"], file, root)
+    path = _resolve(record["image"], file, root, row_id)
+    if "conversations" not in record and "caption" not in record:
+        raise MalformedRowError(file, row_id, "missing field", "a record needs `conversations` or `caption`")
+    qa, caption = [], None
     if "conversations" in record:
-        qa, caption = _qa_from_conversations(record["conversations"], file, row_id), None
-    elif "caption" in record:
+        qa = _qa_from_conversations(record["conversations"], file, row_id)
+    if "caption" in record:  # kept next to `conversations` too: nothing is dropped
         if not isinstance(record["caption"], str) or not record["caption"].strip():
             raise MalformedRowError(file, row_id, "missing field", "`caption` must be a non-empty string")
-        qa, caption = [], record["caption"].strip()
-    else:
-        raise MalformedRowError(file, row_id, "missing field", "a record needs `conversations` or `caption`")
+        caption = record["caption"].strip()
+        _check_unicode(caption, file, row_id, "`caption`")
     attributes = _attributes(record, file, row_id)
     _check_image(path, file, row_id)
     if record.get("id") is None:
