@@ -32,6 +32,23 @@ def _digest(path: Path, git_blob: bool) -> str:
     return digest.hexdigest()
 
 
+def _check_blob(blob: Path, shown_as: str) -> bool:
+    """Hash one cache blob against its name (its ETag); False when the name is not a hash (nothing to check)."""
+    expected = blob.name
+    if _SHA256.match(expected):
+        actual = _digest(blob, git_blob=False)
+    elif _GIT_SHA1.match(expected):
+        actual = _digest(blob, git_blob=True)
+    else:
+        return False
+    if actual != expected:
+        raise CorruptedDownloadError(
+            f"{shown_as}: the downloaded file is corrupted (its hash is {actual}, the Hub announced {expected}). "
+            f"Nothing was loaded. Download it again with force_download=True, or delete {blob}."
+        )
+    return True
+
+
 def verify_snapshot(snapshot_dir: str | os.PathLike) -> int:
     """Hash every file of a huggingface_hub cache snapshot against its blob name; return how many were checked.
 
@@ -44,23 +61,24 @@ def verify_snapshot(snapshot_dir: str | os.PathLike) -> int:
         if not path.is_symlink() or not path.is_file():
             continue
         blob = Path(os.path.realpath(path))
-        if blob.parent.name != "blobs":
-            continue
-        expected = blob.name
-        if _SHA256.match(expected):
-            actual = _digest(blob, git_blob=False)
-        elif _GIT_SHA1.match(expected):
-            actual = _digest(blob, git_blob=True)
-        else:
-            continue
-        checked += 1
-        if actual != expected:
-            relative = path.relative_to(snapshot_dir).as_posix()
-            raise CorruptedDownloadError(
-                f"{relative}: the downloaded file is corrupted (its hash is {actual}, the Hub announced {expected}). "
-                f"Nothing was loaded. Download it again with force_download=True, or delete {blob}."
-            )
+        if blob.parent.name == "blobs":
+            checked += _check_blob(blob, path.relative_to(snapshot_dir).as_posix())
     return checked
 
 
-__all__ = ["CorruptedDownloadError", "verify_snapshot"]
+def verify_cached_repo(repo_id: str, cache_dir: str | os.PathLike | None = None, repo_type: str = "model") -> int:
+    """Hash every downloaded blob of `repo_id` in the huggingface_hub cache (all revisions); return how many.
+
+    For loaders that do not say which snapshot they used (transformers' `pipeline()`); a repo that is not in the
+    cache (a local folder, another `cache_dir`) has nothing to check.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    blobs = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type=repo_type) / "blobs"
+    if not blobs.is_dir():
+        return 0
+    return sum(_check_blob(blob, f"{repo_id} (blob {blob.name})") for blob in sorted(blobs.iterdir()) if blob.is_file())
+
+
+__all__ = ["CorruptedDownloadError", "verify_cached_repo", "verify_snapshot"]
