@@ -33,6 +33,9 @@ CACHE_CLEANUP = (600, 3600)
 LOCAL_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 """System fonts: the page then fetches nothing from font services (it works offline)."""
 
+FACE_OUTPUT_CSS = ".face-output img {width: 100% !important; height: 100% !important; object-fit: contain;}"
+"""The model makes 64×64 faces: the page scales them up to the output box; the API still returns the model's pixels."""
+
 DEFAULT_STEPS = 16
 DEFAULT_GUIDANCE = 3.0
 
@@ -117,7 +120,12 @@ def build_app(model_path: str | None = None) -> gr.Blocks:
                     steps, guidance, seed = _sampling_controls("generate")
                     generate_button = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 generated = gr.Image(
-                    label="Generated face", type="pil", format="png", height=320, elem_id="generate-output"
+                    label="Generated face",
+                    type="pil",
+                    format="png",
+                    height=320,
+                    elem_id="generate-output",
+                    elem_classes=["face-output"],
                 )
             gr.Examples(examples=[[f.caption] for f in faces], inputs=[prompt], label="SynthFace captions")
             generate_button.click(
@@ -143,7 +151,9 @@ def build_app(model_path: str | None = None) -> gr.Blocks:
                     edit_prompt = gr.Textbox(label="Description of the edited face", lines=3)
                     edit_steps, edit_guidance, edit_seed = _sampling_controls("edit")
                     edit_button = gr.Button("Edit", variant="primary")
-                edited = gr.Image(label="Edited face", type="pil", format="png", height=320)
+                edited = gr.Image(
+                    label="Edited face", type="pil", format="png", height=320, elem_classes=["face-output"]
+                )
             gr.Examples(
                 examples=[
                     [{"background": f.image, "layers": [hair_mask_layer(f.image)], "composite": None}, f.caption]
@@ -171,6 +181,7 @@ def launch(demo: gr.Blocks, **overrides):
     options = dict(
         max_file_size=MAX_UPLOAD_SIZE,
         theme=gr.themes.Soft(font=LOCAL_FONTS, font_mono=["ui-monospace", "monospace"]),
+        css=FACE_OUTPUT_CSS,
         show_error=False,
     )
     options.update(overrides)
