@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 export GRADIO_ANALYTICS_ENABLED ?= False
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all lint bench clean space browser-deps
 
 $(STAMP): setup.cfg pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -26,12 +26,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) browser-deps
 	$(PY) -m pytest -q -m "slow or not slow"
 
+# Debian's Chromium and ChromeDriver for the Space's browser test (never a browser download).
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
+
+# The Gradio Space on http://127.0.0.1:7860 (GRADIO_SERVER_PORT to change; UNIF2ACE_MODEL picks the checkpoint).
+space: $(STAMP)
+	GRADIO_SERVER_NAME=127.0.0.1 $(PY) spaces/app.py
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks spaces
+	$(VENV)/bin/ruff format --check src tests benchmarks spaces
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_moe.py --output benchmarks/results_moe.json
