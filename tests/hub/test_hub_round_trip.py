@@ -61,6 +61,7 @@ p = json.loads(sys.argv[1])
 import numpy as np, torch
 from PIL import Image
 from datasets import load_dataset
+from huggingface_hub import hf_hub_download
 from transformers import AutoModelForCausalLM, pipeline
 from unif2ace_hf import UniF2acePipeline
 from unif2ace_hf.training.lora import load_adapter, load_with_adapter
@@ -139,6 +140,23 @@ def _():
     vqa = pipeline("face-understanding", model="tester/unif2ace-tiny", device="cpu")
     values["default"] = vqa(image, question=p["question"], max_new_tokens=6)["answer"]
 
+def outcome(load, *args, **kwargs):
+    try:
+        load(*args, **kwargs)
+        return "loaded"
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+
+broken = values["broken"] = {}
+for repo in ("truncated", "corrupted"):  # the test injected faults into these two repos' weights
+    for name, load in (("pipeline", UniF2acePipeline.from_pretrained), ("transformers", AutoModelForCausalLM.from_pretrained)):
+        broken[f"{repo}/{name}"] = outcome(load, f"tester/{repo}", cache_dir=f"{p['caches']}/{repo}-{name}")
+broken["corrupted/understanding"] = outcome(pipeline, "face-understanding", model="tester/corrupted", device="cpu")
+broken["missing-repo"] = outcome(UniF2acePipeline.from_pretrained, "tester/no-such-repo")
+broken["missing-revision"] = outcome(UniF2acePipeline.from_pretrained, "tester/tiny-face", revision="0" * 40)
+broken["missing-file"] = outcome(hf_hub_download, "tester/tiny-face", "no-such-file.json")
+broken["not-a-repo-id"] = outcome(UniF2acePipeline.from_pretrained, "not/a/repo/id")
+
 torch.save(tensors, p["out"])
 print("RESULT", json.dumps({"status": status, "values": values, "seconds": seconds}))
 """
@@ -165,32 +183,6 @@ model = AutoModelForCausalLM.from_pretrained("tester/tiny-face", trust_remote_co
 with torch.no_grad():
     torch.save(model(input_ids=ids).logits, p["out"])
 out["model"] = type(model).__module__
-print("RESULT", json.dumps(out))
-"""
-
-BROKEN = r"""
-import json, sys
-p = json.loads(sys.argv[1])
-from huggingface_hub import hf_hub_download
-from transformers import AutoModelForCausalLM, pipeline
-from unif2ace_hf import UniF2acePipeline
-
-def outcome(load, *args, **kwargs):
-    try:
-        load(*args, **kwargs)
-        return "loaded"
-    except Exception as error:
-        return f"{type(error).__name__}: {error}"
-
-out = {}
-for repo in ("truncated", "corrupted"):
-    for name, load in (("pipeline", UniF2acePipeline.from_pretrained), ("transformers", AutoModelForCausalLM.from_pretrained)):
-        out[f"{repo}/{name}"] = outcome(load, f"tester/{repo}", cache_dir=f"{p['cache']}/{repo}-{name}")
-out["corrupted/understanding"] = outcome(pipeline, "face-understanding", model="tester/corrupted", device="cpu")
-out["missing-repo"] = outcome(UniF2acePipeline.from_pretrained, "tester/no-such-repo")
-out["missing-revision"] = outcome(UniF2acePipeline.from_pretrained, "tester/tiny-face", revision="0" * 40)
-out["missing-file"] = outcome(hf_hub_download, "tester/tiny-face", "no-such-file.json")
-out["not-a-repo-id"] = outcome(UniF2acePipeline.from_pretrained, "not/a/repo/id")
 print("RESULT", json.dumps(out))
 """
 
@@ -252,7 +244,10 @@ def published(local_hub, local):
 
 @pytest.fixture(scope="module")
 def loaded(local_hub, local, published):
-    """Everything loaded back by repo id in one fresh process with the package imported."""
+    """Everything loaded back by repo id in one fresh process with the package imported, including broken
+    downloads (faults injected into the weights of two repos) and missing repos, revisions and files."""
+    local_hub.inject_fault("tester/truncated", "model.safetensors", "truncate")
+    local_hub.inject_fault("tester/corrupted", "model.safetensors", "corrupt")
     root = local["root"]
     result = run_hub_client(
         local_hub,
@@ -260,6 +255,7 @@ def loaded(local_hub, local, published):
         root / "load",
         ids=root / "ids.pt",
         out=root / "load" / "tensors.pt",
+        caches=root / "load" / "caches",
         prompt=PROMPT,
         question=QUESTION,
         **{"history-v1": published["history-v1"]},
@@ -371,12 +367,8 @@ def test_default_model_push_then_load_by_repo_id(loaded):
 
 
 @pytest.fixture(scope="module")
-def broken(local_hub, local, published):
-    """Loads of broken downloads (faults injected into two repos) and of missing repos, revisions and files."""
-    local_hub.inject_fault("tester/truncated", "model.safetensors", "truncate")
-    local_hub.inject_fault("tester/corrupted", "model.safetensors", "corrupt")
-    root = local["root"]
-    return run_hub_client(local_hub, BROKEN, root / "broken", cache=root / "broken" / "caches")
+def broken(loaded):
+    return loaded["values"]["broken"]
 
 
 def test_truncated_or_corrupted_downloads_are_reported_never_loaded(local_hub, broken):
