@@ -262,3 +262,19 @@ def test_python_spaces_app_serves_on_gradio_server_port(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_space_card_and_requirements_describe_this_app():
+    import gradio
+    from huggingface_hub import SpaceCard
+
+    card = SpaceCard.load(SPACE_DIR / "README.md").data
+    assert card.sdk == "gradio" and (SPACE_DIR / card.app_file).is_file()
+    assert card.sdk_version.split(".")[0] == gradio.__version__.split(".")[0]
+    assert card.license == "apache-2.0" and card.models and card.datasets
+    requirements = [
+        line.split("[")[0].split("=")[0].split(">")[0].strip()
+        for line in (SPACE_DIR / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert requirements == ["unif2ace-hf", "scikit-image", "matplotlib"]  # what app.py and face_examples.py import
