@@ -61,6 +61,18 @@ def test_card_metadata_and_model_index_come_from_the_results():
     assert "Not measured" not in parsed.text
 
 
+def test_unmeasured_metrics_and_missing_sections_are_left_out():
+    """`unif2ace eval` writes NaN for a metric it could not measure (e.g. diversity without prompts to compare)."""
+    understanding_only = {key: value for key, value in TEST_RESULTS.items() if key != "generation"}
+    partial = {**NOVEL_RESULTS, "generation": {**NOVEL_RESULTS["generation"], "diversity": float("nan")}}
+    card = ModelCard(str(model_card_from_eval(json.loads(json.dumps([understanding_only, partial])))))
+    measured = {(r.dataset_split, r.metric_type) for r in card.data.eval_results}
+    assert ("test", "accuracy") not in measured and ("novel", "diversity") not in measured
+    assert {("test", "exact_match"), ("novel", "accuracy")} <= measured
+    assert "| `test` | 200 | 0.512 | 0.800 | 0.400 | — | — |" in card.text
+    assert "| `novel` | 50 | 0.333 | 0.800 | 0.400 | 0.375 | — |" in card.text
+
+
 def test_card_without_results_validates_and_says_not_measured():
     card = ModelCard(str(model_card_from_eval(None, repo_id="me/unif2ace-tiny")))
     assert card.data.eval_results is None and card.data.library_name == "transformers"
@@ -77,8 +89,16 @@ def test_card_without_results_validates_and_says_not_measured():
             r"eval_results\[0\]\.understanding\.vqa_exact_match: expected a finite number",
         ),
         (
-            {**TEST_RESULTS, "generation": {**TEST_RESULTS["generation"], "per_category": {"hair_colour": None}}},
+            {**TEST_RESULTS, "generation": {**TEST_RESULTS["generation"], "per_category": {"hair_colour": "x"}}},
             r"eval_results\[0\]\.generation\.per_category\.hair_colour",
+        ),
+        (
+            {**TEST_RESULTS, "generation": {"judge_attribute_accuracy": 0.5}},
+            r"eval_results\[0\]\.generation: missing \['diversity'\]",
+        ),
+        (
+            {**TEST_RESULTS, "generation": {**TEST_RESULTS["generation"], "diversity": float("inf")}},
+            r"eval_results\[0\]\.generation\.diversity: expected a finite number",
         ),
         ([TEST_RESULTS, TEST_RESULTS], r"eval_results\[1\]\.split: split 'test' appears twice"),
         ({"model": "m", "split": "test", "num_examples": 3}, r"neither 'understanding' nor 'generation'"),

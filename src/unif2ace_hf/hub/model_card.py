@@ -49,9 +49,12 @@ SECTIONS: dict[str, dict[str, Any]] = {
 """Per section of the eval JSON: the Hub task (type, name) and each headline metric's (Hub metric type, name)."""
 
 
-def _number(value: Any, where: str) -> float:
+def _number(value: Any, where: str) -> float | None:
+    """A metric value; None or NaN (how `unif2ace eval` writes a metric it could not measure) -> None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{where}: expected a finite number, got {value!r}")
+        raise ValueError(f"{where}: expected a finite number (or null / NaN: not measured), got {value!r}")
     return float(value)
 
 
@@ -83,7 +86,10 @@ def check_eval_results(results: Mapping[str, Any] | Sequence[Mapping[str, Any]] 
             values = item[section]
             if not isinstance(values, Mapping):
                 raise ValueError(f"{where}.{section}: expected a dict, got {type(values).__name__}")
-            entry[section] = {key: _number(values.get(key), f"{where}.{section}.{key}") for key in spec["metrics"]}
+            missing = [key for key in spec["metrics"] if key not in values]
+            if missing:
+                raise ValueError(f"{where}.{section}: missing {missing} (null or NaN marks a metric not measured)")
+            entry[section] = {key: _number(values[key], f"{where}.{section}.{key}") for key in spec["metrics"]}
             per_category = values.get("per_category", {})
             if not isinstance(per_category, Mapping):
                 raise ValueError(f"{where}.{section}.per_category: expected a dict of category -> number")
@@ -95,7 +101,7 @@ def check_eval_results(results: Mapping[str, Any] | Sequence[Mapping[str, Any]] 
 
 
 def eval_results_for_card(results: list[dict[str, Any]], dataset: tuple[str, str]) -> list[EvalResult]:
-    """The headline metrics as `model-index` entries: one per (section, metric, split)."""
+    """The headline metrics as `model-index` entries: one per measured (section, metric, split)."""
     dataset_type, dataset_name = dataset
     entries = []
     for item in results:
@@ -104,6 +110,8 @@ def eval_results_for_card(results: list[dict[str, Any]], dataset: tuple[str, str
                 continue
             task_type, task_name = spec["task"]
             for key, (metric_type, metric_name) in spec["metrics"].items():
+                if item[section][key] is None:
+                    continue
                 entries.append(
                     EvalResult(
                         task_type=task_type,
