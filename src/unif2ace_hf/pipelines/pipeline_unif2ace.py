@@ -10,6 +10,7 @@ Speed, by construction:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -215,8 +216,8 @@ class UniF2acePipeline(DiffusionPipeline):
                 raise ValueError(f"prompt[{index}]: expected a string, got {type(text).__name__}")
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps: must be an integer >= 1, got {num_inference_steps!r}")
-        if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
-            raise ValueError(f"guidance_scale: must be >= 0, got {guidance_scale!r}")
+        if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+            raise ValueError(f"guidance_scale: must be a finite number >= 0, got {guidance_scale!r}")
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt: must be an integer >= 1, got {num_images_per_prompt!r}")
         total = len(prompt) * num_images_per_prompt
