@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 import unif2ace_hf  # noqa: E402
-from space_server import SPACE_DIR, free_port, import_space_module, launched_space  # noqa: E402
+from space_server import SPACE_DIR, free_ports, import_space_module, launched_space  # noqa: E402
 
 STEPS = 4
 GUIDANCE = 3.0
@@ -33,10 +34,54 @@ pytestmark = [  # pandas noise from inside gradio's queue (hf-stack-notes §8)
 ]
 
 
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", None}
+OUTBOUND: list[str] = []
+"""Hosts other than this machine that anything in this module's process tried to resolve (refused, recorded)."""
+
+
 @pytest.fixture(scope="module")
-def space_url(tmp_path_factory):
-    with launched_space(tmp_path_factory.mktemp("gradio")) as url:
-        yield url
+def ports():
+    return free_ports(2)  # [in-process app, `python spaces/app.py`]
+
+
+@pytest.fixture(scope="module")
+def script_server(ports, tmp_path_factory):
+    """`python spaces/app.py` on GRADIO_SERVER_PORT, started before the in-process app so that its start-up
+    (importing torch, transformers and gradio) overlaps the other tests."""
+    temp_dir = tmp_path_factory.mktemp("script")
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_PORT": str(ports[1]),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_TEMP_DIR": str(temp_dir),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    server = subprocess.Popen(
+        [sys.executable, str(SPACE_DIR / "app.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    yield server, f"http://127.0.0.1:{ports[1]}/", temp_dir
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def space_url(ports, script_server, tmp_path_factory):
+    real_getaddrinfo = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        if host not in LOCAL_HOSTS:
+            OUTBOUND.append(str(host))
+            raise socket.gaierror(f"outbound lookup of {host!r} refused by the test")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    socket.getaddrinfo = local_only  # from before the app is built until it is closed
+    try:
+        with launched_space(tmp_path_factory.mktemp("gradio"), port=ports[0]) as url:
+            yield url
+    finally:
+        socket.getaddrinfo = real_getaddrinfo
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +252,13 @@ def test_server_serves_no_file_system_paths(space_url):
         assert refused.value.code in (403, 404)
 
 
+def test_no_outbound_traffic_while_serving(client, face_files):
+    _, root = face_files
+    client.predict(handle_file(root / "face.png"), "", api_name="/understand")
+    time.sleep(1)  # analytics and telemetry run in background threads
+    assert OUTBOUND == []
+
+
 def test_model_path_comes_from_argument_then_environment_then_default(monkeypatch, tmp_path):
     service = import_space_module("face_service")
     monkeypatch.delenv("UNIF2ACE_MODEL", raising=False)
@@ -230,38 +282,21 @@ def test_examples_include_synthface_faces_and_real_photographs():
         assert np.asarray(photo).std() > 20  # a photograph, not a blank
 
 
-def test_python_spaces_app_serves_on_gradio_server_port(tmp_path):
-    port = free_port()
-    env = {
-        **os.environ,
-        "GRADIO_SERVER_PORT": str(port),
-        "GRADIO_SERVER_NAME": "127.0.0.1",
-        "GRADIO_TEMP_DIR": str(tmp_path),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
-    server = subprocess.Popen(
-        [sys.executable, str(SPACE_DIR / "app.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(url + "config", timeout=5)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the Space did not start: {server.stderr.read().decode()[-2000:]}")
-                time.sleep(0.5)
-        endpoints = Client(url, verbose=False, download_files=str(tmp_path)).view_api(
-            return_format="dict", print_info=False
-        )["named_endpoints"]
-        assert {"/understand", "/generate"} <= set(endpoints)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+def test_python_spaces_app_serves_on_gradio_server_port(script_server):
+    server, url, temp_dir = script_server
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            urllib.request.urlopen(url + "config", timeout=5)
+            break
+        except (urllib.error.URLError, ConnectionError):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the Space did not start: {server.stderr.read().decode()[-2000:]}")
+            time.sleep(0.5)
+    endpoints = Client(url, verbose=False, download_files=str(temp_dir)).view_api(
+        return_format="dict", print_info=False
+    )["named_endpoints"]
+    assert {"/understand", "/generate"} <= set(endpoints)
 
 
 def test_space_card_and_requirements_describe_this_app():
