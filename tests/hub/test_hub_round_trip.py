@@ -52,6 +52,7 @@ build_synthface(p["synthface_images"], size=16, seed=0).push_to_hub("tester/synt
 for name in ("truncated", "corrupted"):
     pipe.push_to_hub(f"tester/{name}")
 UniF2acePipeline.from_pretrained(DEFAULT_MODEL).push_to_hub("tester/unif2ace-tiny")
+pipe.save_pretrained(p["saved"], push_to_hub=True, repo_id="tester/saved-and-pushed")
 print("RESULT", json.dumps(out))
 """
 
@@ -139,6 +140,27 @@ def _():
     tensors["default"] = codes(UniF2acePipeline.from_pretrained("tester/unif2ace-tiny"))
     vqa = pipeline("face-understanding", model="tester/unif2ace-tiny", device="cpu")
     values["default"] = vqa(image, question=p["question"], max_new_tokens=6)["answer"]
+
+@check("api")
+def _():
+    from huggingface_hub import HfApi, HfFileSystem
+    api = HfApi()
+    refs = api.list_repo_refs("tester/history")
+    commits = list(api.list_repo_commits("tester/history"))
+    tree = list(api.list_repo_tree("tester/tiny-face", recursive=True))
+    info = api.model_info("tester/tiny-face", files_metadata=True)
+    with HfFileSystem().open("tester/tiny-face/model.safetensors", "rb", block_size=64) as handle:
+        handle.seek(8)
+        chunk = handle.read(100)
+    values["api"] = {
+        "main": [b.target_commit for b in refs.branches if b.name == "main"],
+        "commits": [c.commit_id for c in commits],
+        "tree": sorted(e.path for e in tree if hasattr(e, "size") and not hasattr(e, "tree_id")),
+        "folders": sorted(e.path for e in tree if hasattr(e, "tree_id")),
+        "siblings": {s.rfilename: s.size for s in info.siblings},
+        "lfs": {s.rfilename: s.lfs.sha256 for s in info.siblings if s.lfs},
+        "range": chunk.hex(),
+    }
 
 def outcome(load, *args, **kwargs):
     try:
@@ -239,6 +261,7 @@ def published(local_hub, local):
         v2=root / "v2",
         adapter=local["adapter"],
         synthface_images=SYNTHFACE_IMAGES,
+        saved=root / "saved",
     )
 
 
@@ -289,8 +312,31 @@ def test_pipeline_push_writes_one_folder_with_weights_in_lfs_and_our_card(local_
     # the understanding pipeline's push adds its task as remote code, and the processor
     vqa_files = set(local_hub.file_paths("tester/tiny-vqa"))
     assert {"face_understanding.py", "processor_config.json", "README.md"} <= vqa_files
+    vqa_card = ModelCard(local_hub.stored_file("tester/tiny-vqa", "README.md").content.decode())
+    assert vqa_card.data.pipeline_tag == "any-to-any" and "# tiny-vqa" in vqa_card.text
     config = json.loads(local_hub.stored_file("tester/tiny-vqa", "config.json").content)
     assert config["custom_pipelines"]["face-understanding"]["impl"] == "face_understanding.FaceUnderstandingPipeline"
+
+
+def test_the_endpoint_answers_huggingface_hubs_api(local_hub, loaded, published):
+    """refs, commits, the recursive tree, file sizes and LFS hashes in the info, and ranged reads (HfFileSystem)."""
+    assert_ok(loaded, "api")
+    api = loaded["values"]["api"]
+    assert api["main"] == [published["history-v2"]]
+    assert api["commits"][:2] == [published["history-v2"], published["history-v1"]] and len(api["commits"]) == 3
+    files = local_hub.file_paths("tester/tiny-face")
+    assert api["tree"] == files and api["folders"] == ["scheduler"]
+    assert api["siblings"] == {path: len(local_hub.stored_file("tester/tiny-face", path).content) for path in files}
+    weights = local_hub.stored_file("tester/tiny-face", "model.safetensors")
+    assert api["lfs"]["model.safetensors"] == weights.sha256
+    assert bytes.fromhex(api["range"]) == weights.content[8:108]
+
+
+def test_save_pretrained_with_push_to_hub(local_hub, published, local):
+    pushed = set(local_hub.file_paths("tester/saved-and-pushed"))
+    saved = {p.relative_to(local["root"] / "saved").as_posix() for p in (local["root"] / "saved").rglob("*")}
+    assert {"model.safetensors", "README.md", "scheduler/scheduler_config.json"} <= pushed
+    assert pushed - {".gitattributes"} == {p for p in saved if (local["root"] / "saved" / p).is_file()}
 
 
 def test_model_push_to_hub_then_from_pretrained(loaded, local):
