@@ -116,7 +116,7 @@ def test_bad_input_names_the_argument(pipe):
         pipe([])
     with pytest.raises(ValueError, match="num_inference_steps: must be an integer >= 1"):
         pipe("x", num_inference_steps=0)
-    with pytest.raises(ValueError, match="guidance_scale: must be >= 0"):
+    with pytest.raises(ValueError, match="guidance_scale: must be a finite number >= 0"):
         pipe("x", guidance_scale=-1)
     with pytest.raises(ValueError, match=r"height: this model generates 16x16 images"):
         pipe("x", height=32)
