@@ -33,30 +33,38 @@ class UniF2aceMLP(nn.Module):
 
 
 def _grouped_mm_supported(inputs: torch.Tensor, weight: torch.Tensor) -> bool:
-    """`torch.nn.functional.grouped_mm` needs 16-byte aligned rows; on CUDA it is a bf16 kernel."""
-    if not hasattr(F, "grouped_mm"):
+    """`torch.nn.functional.grouped_mm` is a CUDA bf16 kernel needing 16-byte aligned rows. On CPU it is a loop of
+    `mm` without a fused bias, so the per-expert `addmm` loop below is at least as fast there."""
+    if not hasattr(F, "grouped_mm") or inputs.device.type != "cuda" or inputs.dtype != torch.bfloat16:
         return False
     element = inputs.element_size()
-    aligned = (weight.shape[1] * element) % 16 == 0 and (weight.shape[2] * element) % 16 == 0
-    if inputs.device.type == "cpu":
-        return aligned
-    if inputs.device.type == "cuda":
-        return aligned and inputs.dtype == torch.bfloat16
-    return False
+    return (weight.shape[1] * element) % 16 == 0 and (weight.shape[2] * element) % 16 == 0
 
 
-def grouped_matmul(sorted_inputs: torch.Tensor, weight: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """`sorted_inputs[rows of expert e] @ weight[e]` for rows sorted by expert, `counts[e]` rows each.
+def grouped_matmul(
+    sorted_inputs: torch.Tensor, weight: torch.Tensor, counts: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`sorted_inputs[rows of expert e] @ weight[e] (+ bias[e])` for rows sorted by expert, `counts[e]` rows each.
 
-    The fallback splits the rows on the host and multiplies with `weight.unbind(0)`, whose backward stacks the
+    The loop path splits the rows on the host and multiplies with `weight.unbind(0)`, whose backward stacks the
     per-expert gradients once; indexing `weight[e]` instead would zero-fill a full `[E, in, out]` gradient per expert.
+    It adds the bias inside `addmm`: a separate bias pass over the `(T*k, out)` rows costs as much as a small matmul
+    in bf16 on CPU.
     """
     weight = weight.to(sorted_inputs.dtype)
+    bias = None if bias is None else bias.to(sorted_inputs.dtype)
     if _grouped_mm_supported(sorted_inputs, weight):
-        offsets = counts.cumsum(0).to(torch.int32)
-        return F.grouped_mm(sorted_inputs, weight, offs=offsets)
+        out = F.grouped_mm(sorted_inputs, weight, offs=counts.cumsum(0).to(torch.int32))
+        if bias is not None:
+            out = out + bias.repeat_interleave(counts, dim=0, output_size=sorted_inputs.shape[0])
+        return out
     pieces = sorted_inputs.split(counts.tolist(), dim=0)
-    outputs = [piece @ expert_weight for piece, expert_weight in zip(pieces, weight.unbind(0)) if piece.shape[0]]
+    biases = bias.unbind(0) if bias is not None else [None] * weight.shape[0]
+    outputs = [
+        piece @ expert_weight if expert_bias is None else torch.addmm(expert_bias, piece, expert_weight)
+        for piece, expert_weight, expert_bias in zip(pieces, weight.unbind(0), biases)
+        if piece.shape[0]
+    ]
     if not outputs:
         return sorted_inputs.new_zeros(0, weight.shape[2])
     return torch.cat(outputs, dim=0)
@@ -86,22 +94,21 @@ class UniF2aceRoutedExperts(nn.Module):
             expert_weight: `(T, k)` gate weights.
         """
         num_tokens, top_k = expert_index.shape
-        num_slots = num_tokens * top_k
         flat_expert = expert_index.reshape(-1)
         order = flat_expert.argsort(stable=True)
         token_of_slot = order // top_k
         counts = torch.bincount(flat_expert, minlength=self.num_experts)
 
-        # Biases are added per expert segment (repeat_interleave), whose backward is a segment sum rather than the
-        # scatter that indexing by `sorted_expert` would cost.
-        hidden = grouped_matmul(hidden_states[token_of_slot], self.up_proj, counts)
-        hidden = hidden + self.up_bias.to(hidden.dtype).repeat_interleave(counts, dim=0, output_size=num_slots)
+        hidden = grouped_matmul(hidden_states[token_of_slot], self.up_proj, counts, self.up_bias)
         hidden = self.activation_fn(hidden)
+        # The gate weight scales the expert's hidden activations (width `intermediate`, narrower than the output);
+        # `w * (a @ W + b) = (w * a) @ W + w * b`, and the bias part is one small `(T, E) @ (E, H)` product below.
+        hidden = hidden * expert_weight.reshape(-1)[order, None].to(hidden.dtype)
         out = grouped_matmul(hidden, self.down_proj, counts)
-        out = out + self.down_bias.to(out.dtype).repeat_interleave(counts, dim=0, output_size=num_slots)
-        out = out * expert_weight.reshape(-1)[order, None].to(out.dtype)
         # Each token sums its k slots; index_add_ visits slots in a fixed order on CPU.
-        return out.new_zeros(num_tokens, out.shape[-1]).index_add_(0, token_of_slot, out)
+        combined = out.new_zeros(num_tokens, out.shape[-1]).index_add_(0, token_of_slot, out)
+        gates = expert_weight.new_zeros(num_tokens, self.num_experts).scatter_add_(1, expert_index, expert_weight)
+        return torch.addmm(combined, gates.to(out.dtype), self.down_bias.to(out.dtype))
 
 
 def switch_balance_loss(router_probs: torch.Tensor, expert_index: torch.LongTensor, num_experts: int) -> torch.Tensor:
@@ -184,6 +191,11 @@ class UniF2aceTokenMoE(nn.Module):
             rows = (row_group == group_id).nonzero().squeeze(1)
             if rows.numel() == 0:
                 continue
+            if rows.numel() == batch_size:  # a one-task batch (every generation step): no gather, no scatter
+                group_out, balances[name] = self.groups[name](
+                    hidden_states.reshape(-1, hidden_size), token_valid.reshape(-1)
+                )
+                return group_out.view(batch_size, length, hidden_size), balances
             group_out, balances[name] = self.groups[name](
                 hidden_states[rows].reshape(-1, hidden_size), token_valid[rows].reshape(-1)
             )
