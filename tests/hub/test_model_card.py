@@ -59,6 +59,13 @@ def test_card_metadata_and_model_index_come_from_the_results():
     assert "| `eyebrows` | 0.250 | — | 0.250 | — |" in parsed.text
     assert 'UniF2acePipeline.from_pretrained("me/unif2ace-tiny")' in parsed.text
     assert "Not measured" not in parsed.text
+    assert "(evaluated model: `runs/tiny`)" in parsed.text
+
+
+def test_a_local_model_path_is_not_published():
+    results = {**TEST_RESULTS, "model": "/home/someone/experiments/runs/tiny-face"}
+    text = str(model_card_from_eval(results))
+    assert "(evaluated model: `tiny-face`)" in text and "/home/someone" not in text
 
 
 def test_unmeasured_metrics_and_missing_sections_are_left_out():

@@ -127,6 +127,14 @@ def eval_results_for_card(results: list[dict[str, Any]], dataset: tuple[str, str
     return entries
 
 
+def _public_model_name(model: str) -> str:
+    """A Hub id as is; a local path (as `unif2ace eval` records it) by its last part only: a public card must not
+    show the evaluating machine's folders."""
+    if os.path.isabs(model) or model.startswith(("./", "../", "~")) or model.count("/") > 1:
+        return Path(model).name or model
+    return model
+
+
 def _format(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
@@ -175,7 +183,7 @@ def model_card_from_eval(
     from .. import __version__
 
     checked = check_eval_results(results)
-    models = sorted({item["model"] for item in checked})
+    models = sorted({_public_model_name(item["model"]) for item in checked})
     name = model_name or repo_id.rsplit("/", 1)[-1]
     if isinstance(base_model, str):
         base_model = [base_model]
