@@ -15,6 +15,7 @@ import random
 import sys
 import types
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +140,18 @@ def render_synthface(num_images: int, size: int = 64, seed: int = 0, workers: in
         parts = [_render_range(r) for r in ranges]
     else:
         with ProcessPoolExecutor(workers) as pool:
-            parts = list(pool.map(_render_range, ranges))
+            try:
+                parts = list(pool.map(_render_range, ranges))
+            except BrokenProcessPool as error:
+                raise RuntimeError(
+                    f"`data`: a SynthFace rendering worker died (killed, or out of memory) while {workers} workers "
+                    f"rendered {num_images} images; nothing was trained. Rerun, with fewer images per run if memory "
+                    "is short."
+                ) from error
+            except Exception as error:  # an error inside a worker: say where, keep the worker's traceback as cause
+                raise RuntimeError(
+                    f"`data`: a SynthFace rendering worker failed: {type(error).__name__}: {error}"
+                ) from error
     return torch.from_numpy(np.concatenate(parts))
 
 

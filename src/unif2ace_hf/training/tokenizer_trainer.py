@@ -21,6 +21,7 @@ import torch
 from ..modeling.configuration_unif2ace import UniF2aceVQConfig
 from ..modeling.image_tokenizer import UniF2aceVQModel
 from ..modeling.tokenizer_losses import TokenizerLossWeights, tokenizer_loss
+from .checkpointing import begin_checkpoint, commit_checkpoint, find_latest
 from .tokenizer_data import load_images, to_pixel_values
 
 TOKENIZER_PRESETS: dict[str, dict] = {
@@ -130,11 +131,12 @@ def _make_accelerator(mixed_precision: str, cpu: bool):
 
 
 def _latest_checkpoint(output_dir: Path) -> Path | None:
-    checkpoints = sorted(
-        (p for p in (output_dir / CHECKPOINTS_DIR).glob("step-*") if (p / STATE_FILE).is_file()),
-        key=lambda p: int(p.name.split("-")[1]),
+    return find_latest(
+        output_dir / CHECKPOINTS_DIR,
+        "step-*",
+        lambda p: (p / STATE_FILE).is_file(),
+        lambda p: int(p.name.split("-")[1]),
     )
-    return checkpoints[-1] if checkpoints else None
 
 
 def _trim_metrics(path: Path, last_step: int) -> None:
@@ -230,11 +232,14 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
         _trim_metrics(output_dir / METRICS_FILE, step)
 
     def save_checkpoint() -> None:
-        folder = output_dir / CHECKPOINTS_DIR / f"step-{step}"
+        # atomic (checkpointing.py): a run killed while saving keeps its previous checkpoint and `latest` pointer
+        final = output_dir / CHECKPOINTS_DIR / f"step-{step}"
+        folder = begin_checkpoint(final)
         accelerator.save_state(str(folder))
         accelerator.unwrap_model(model).config.save_pretrained(folder)
         state = {"step": step, "elapsed_seconds": elapsed_before + time.time() - start, "sampler": sampler.state_dict()}
         (folder / STATE_FILE).write_text(json.dumps(state))
+        commit_checkpoint(folder, final)
         for old in sorted((output_dir / CHECKPOINTS_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[
             : -args.keep_checkpoints
         ]:

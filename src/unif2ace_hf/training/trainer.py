@@ -26,6 +26,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..pipelines.pipeline_unif2ace import SCHEDULER_SUBFOLDER, UniF2acePipeline
+from .checkpointing import begin_checkpoint, commit_checkpoint, find_latest, temporary_folder
 from .codes_cache import CODES_COLUMN, add_image_codes
 from .collator import TrainingCollator, row_seed
 from .model_setup import build_model, check_model_section, load_training_data, resolve_init_from
@@ -89,8 +90,10 @@ def _has_accelerator() -> bool:
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    found = [p for p in output_dir.glob("checkpoint-*") if (p / STATE_FILE).is_file()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+    """The checkpoint `output_dir/latest` names, or the newest complete one (a killed save leaves none half-made)."""
+    return find_latest(
+        output_dir, "checkpoint-*", lambda p: (p / STATE_FILE).is_file(), lambda p: int(p.name.split("-")[-1])
+    )
 
 
 class UniF2aceTrainer:
@@ -307,10 +310,18 @@ class UniF2aceTrainer:
         return {f"eval_{k}": float(v) for k, v in values.items()}
 
     def save_checkpoint(self) -> Path:
+        """Atomically: every process writes into one temporary folder, which the main process fsyncs and renames
+        to `checkpoint-<step>` before pointing `latest` at it (`checkpointing.py`)."""
         path = self.output_dir / f"checkpoint-{self.step}"
-        self.accelerator.save_state(str(path))
         if self.accelerator.is_main_process:
-            (path / STATE_FILE).write_text(json.dumps({"step": self.step, "recipe": self.recipe}, indent=2))
+            begin_checkpoint(path)
+        self.accelerator.wait_for_everyone()
+        temporary = temporary_folder(path)
+        self.accelerator.save_state(str(temporary))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            (temporary / STATE_FILE).write_text(json.dumps({"step": self.step, "recipe": self.recipe}, indent=2))
+            commit_checkpoint(temporary, path)
         self.accelerator.wait_for_everyone()
         return path
 
