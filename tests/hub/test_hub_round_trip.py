@@ -49,6 +49,11 @@ out["history-v2"] = UniF2acePipeline.from_pretrained(p["v2"]).push_to_hub("teste
 base = UniF2aceForConditionalGeneration.from_pretrained(p["v1"])
 out["tiny-lora"] = PeftModel.from_pretrained(base, p["adapter"]).push_to_hub("tester/tiny-lora").oid
 build_synthface(p["synthface_images"], size=16, seed=0).push_to_hub("tester/synthface")
+from huggingface_hub import HfApi
+from unif2ace_hf.data.synthface.builder import write_synthface
+write_synthface(p["synthface_folder"], p["synthface_images"], size=16, seed=0)  # what `unif2ace data synthface` writes
+HfApi().create_repo("tester/synthface-folder", repo_type="dataset")
+HfApi().upload_folder(repo_id="tester/synthface-folder", repo_type="dataset", folder_path=p["synthface_folder"])
 for name in ("truncated", "corrupted"):
     pipe.push_to_hub(f"tester/{name}")
 UniF2acePipeline.from_pretrained(DEFAULT_MODEL).push_to_hub("tester/unif2ace-tiny")
@@ -134,6 +139,11 @@ def _():
 def _():
     dataset = load_dataset("tester/synthface", streaming=True)
     values["dataset_streaming"] = {name: rows(split) for name, split in dataset.items()}
+
+@check("dataset_folder")
+def _():
+    dataset = load_dataset("tester/synthface-folder")
+    values["dataset_folder"] = {name: rows(split) for name, split in dataset.items()}
 
 @check("default")
 def _():
@@ -262,6 +272,7 @@ def published(local_hub, local):
         adapter=local["adapter"],
         synthface_images=SYNTHFACE_IMAGES,
         saved=root / "saved",
+        synthface_folder=root / "synthface",
     )
 
 
@@ -390,7 +401,7 @@ def test_second_commit_and_loading_the_first_by_revision(local_hub, loaded, loca
     assert torch.equal(loaded["tensors"]["revision_latest"], latest)
 
 
-@pytest.mark.parametrize("check", ["dataset", "dataset_streaming"])
+@pytest.mark.parametrize("check", ["dataset", "dataset_streaming", "dataset_folder"])
 def test_synthface_push_to_hub_then_load_dataset(loaded, check):
     assert_ok(loaded, check)
     expected = build_synthface(SYNTHFACE_IMAGES, size=16, seed=0)
