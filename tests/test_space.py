@@ -155,6 +155,18 @@ def test_generate_returns_the_pipelines_face_for_the_seed(client, reference):
     assert np.abs(served - other).mean() > 1
 
 
+def test_generate_reports_progress_per_step(client):
+    job = client.submit("A smiling woman with short hair.", 8, GUIDANCE, 1, api_name="/generate")
+    seen = set()
+    while not job.done():
+        for update in job.status().progress_data or []:
+            seen.add((update.index, update.length, update.unit))
+        time.sleep(0.01)
+    assert _pixels(job.result()).shape == (64, 64, 3)
+    assert seen and {length for _, length, _ in seen} == {8} and {unit for _, _, unit in seen} == {"steps"}
+    assert all(1 <= index <= 8 for index, _, _ in seen)  # a step count, never a fraction
+
+
 def test_edit_regenerates_the_painted_part_like_the_pipeline(client, face_files, reference):
     example, root = face_files
     generator, _ = reference
