@@ -357,7 +357,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 headers["X-Repo-Commit"] = error.repo_commit
             self.reply(error.status, json.dumps({"error": error.message}).encode(), headers, method != "HEAD")
         except Exception as error:  # a bug in this test server: make it visible to the client
-            self.reply(500, json.dumps({"error": f"local hub: {type(error).__name__}: {error}"}).encode())
+            body = json.dumps({"error": f"local hub: {type(error).__name__}: {error}"}).encode()
+            self.reply(500, body, send_body=method != "HEAD")
 
     def do_GET(self):
         self.dispatch("GET")

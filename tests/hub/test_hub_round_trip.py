@@ -315,6 +315,10 @@ def test_pipeline_push_writes_one_folder_with_weights_in_lfs_and_our_card(local_
     }
     assert expected <= set(files), files
     assert local_hub.stored_file("tester/tiny-face", "model.safetensors").lfs
+    with local_hub.lock:  # weights went through the LFS batch API and a PUT of their bytes, never Xet
+        requests = list(local_hub.requests)
+    assert any(method == "PUT" and path.startswith("/lfs-upload/") for method, path in requests)
+    assert not any("xet" in path for _, path in requests)
     assert not local_hub.stored_file("tester/tiny-face", "config.json").lfs
     card = ModelCard(local_hub.stored_file("tester/tiny-face", "README.md").content.decode())
     assert card.data.library_name == "transformers" and "unif2ace" in card.data.tags
