@@ -257,6 +257,16 @@ def test_oversized_and_non_image_uploads_are_refused_before_decoding(client, tmp
         client.predict(editor, "A face.", STEPS, GUIDANCE, 0, api_name="/edit")
 
 
+def test_uploads_over_the_size_limit_are_refused_by_the_server(space_url):
+    import httpx
+
+    upload = f"{space_url}gradio_api/upload"
+    big = httpx.post(upload, files={"files": ("big.png", b"\0" * (9 << 20), "image/png")}, timeout=60)
+    assert big.status_code == 413 and "8388608" in big.text  # MAX_UPLOAD_SIZE = 8 MB
+    small = httpx.post(upload, files={"files": ("small.png", b"\0" * (1 << 20), "image/png")}, timeout=60)
+    assert small.status_code == 200
+
+
 def test_server_serves_no_file_system_paths(space_url):
     for path in (SPACE_DIR / "app.py", "/etc/passwd", unif2ace_hf.DEFAULT_MODEL + "/config.json"):
         with pytest.raises(urllib.error.HTTPError) as refused:
