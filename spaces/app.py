@@ -36,7 +36,7 @@ LOCAL_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 FACE_OUTPUT_CSS = ".face-output img {width: 100% !important; height: 100% !important; object-fit: contain;}"
 """The model makes 64×64 faces: the page scales them up to the output box; the API still returns the model's pixels."""
 
-DEFAULT_STEPS = 16
+DEFAULT_STEPS = 24  # enough for the small default model to draw eyes and a mouth
 DEFAULT_GUIDANCE = 3.0
 
 INTRO = """# UniF²ace: fine-grained face understanding and generation
