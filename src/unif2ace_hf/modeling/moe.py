@@ -19,6 +19,18 @@ from transformers.activations import ACT2FN
 from .configuration_unif2ace import UniF2aceConfig
 
 
+def activation(hidden_act: str) -> nn.Module:
+    """The activation module for a config's `hidden_act`.
+
+    Phi's `gelu_new` is `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`; transformers builds it from eight
+    elementwise ops, whose forward and backward cost 2-4x PyTorch's fused `gelu(approximate="tanh")` kernel (the same
+    formula, equal to 1e-6) on CPU, where the FFN's activations are a fifth of a layer's time in bf16.
+    """
+    if hidden_act == "gelu_new":
+        return nn.GELU(approximate="tanh")
+    return ACT2FN[hidden_act]
+
+
 class UniF2aceMLP(nn.Module):
     """Phi's feed-forward branch: fc1 -> activation -> fc2, both with bias."""
 
@@ -26,7 +38,7 @@ class UniF2aceMLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, intermediate_size)
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
-        self.activation_fn = ACT2FN[hidden_act]
+        self.activation_fn = activation(hidden_act)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.activation_fn(self.fc1(hidden_states)))
@@ -81,7 +93,7 @@ class UniF2aceRoutedExperts(nn.Module):
         self.up_bias = nn.Parameter(torch.zeros(num_experts, intermediate_size))
         self.down_proj = nn.Parameter(torch.randn(num_experts, intermediate_size, hidden_size) * 0.02)
         self.down_bias = nn.Parameter(torch.zeros(num_experts, hidden_size))
-        self.activation_fn = ACT2FN[hidden_act]
+        self.activation_fn = activation(hidden_act)
 
     def forward(
         self, hidden_states: torch.Tensor, expert_index: torch.LongTensor, expert_weight: torch.Tensor

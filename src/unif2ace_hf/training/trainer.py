@@ -159,6 +159,7 @@ class UniF2aceTrainer:
             lr=self.config["learning_rate"],
             betas=tuple(self.config["adam_betas"]),
             weight_decay=self.config["weight_decay"],
+            fused=True,  # one pass per tensor: 4-5x faster than the default loop on CPU (benchmarks/bench_train.py)
         )
         # stepped by us once per optimizer step (a prepared scheduler steps once per process)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
