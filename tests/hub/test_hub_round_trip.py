@@ -130,20 +130,13 @@ def rows(split):
         for r in split
     ]
 
-@check("dataset")
-def _():
-    dataset = load_dataset("tester/synthface")
-    values["dataset"] = {name: rows(split) for name, split in dataset.items()}
-
-@check("dataset_streaming")
-def _():
-    dataset = load_dataset("tester/synthface", streaming=True)
-    values["dataset_streaming"] = {name: rows(split) for name, split in dataset.items()}
-
-@check("dataset_folder")
-def _():
-    dataset = load_dataset("tester/synthface-folder")
-    values["dataset_folder"] = {name: rows(split) for name, split in dataset.items()}
+DATASETS = (("dataset", "tester/synthface", False), ("dataset_streaming", "tester/synthface", True),
+            ("dataset_folder", "tester/synthface-folder", False))
+for name, repo, streaming in DATASETS:
+    @check(name)
+    def _(name=name, repo=repo, streaming=streaming):
+        dataset = load_dataset(repo, streaming=streaming)
+        values[name] = {split: rows(split_rows) for split, split_rows in dataset.items()}
 
 @check("default")
 def _():
