@@ -21,7 +21,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m unif2ace_hf.demo
+	$(PY) -m unif2ace_hf.cli demo --output-dir demo_outputs
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -42,12 +42,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks spaces
 	$(VENV)/bin/ruff format --check src tests benchmarks spaces
 
+# About 15 minutes on 2 cores; writes benchmarks/results_*.json, then benchmarks/RESULTS.md and results.json.
 bench: $(STAMP)
-	$(PY) benchmarks/bench_moe.py --output benchmarks/results_moe.json
-	$(PY) benchmarks/bench_synthface_render.py
+	$(PY) benchmarks/bench_moe.py --profile
 	$(PY) benchmarks/bench_scheduler.py
 	$(PY) benchmarks/bench_understanding.py
 	$(PY) benchmarks/bench_t2i.py
+	$(PY) benchmarks/bench_train.py
+	-$(PY) benchmarks/bench_synthface_render.py
+	$(PY) benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -8,15 +8,16 @@ less efficient than one large GEMM, the more so the smaller the experts). 1.0 me
 figures from the scouting notes for transformers' `grouped_mm` path at large T are 1.0-1.2x for coarse experts and
 1.6-2.0x for fine-grained ones. Small T is dominated by per-op overhead, so expect larger ratios there.
 
-Each cell (config, tokens T, dtype, mode) runs the MoE and the dense FFN interleaved, after a warm-up, and reports
-the minimum over the repeats (the machine is shared and noisy); the median is kept in the JSON output. The batch is
-mixed: half the rows are group 0 (t2i) and half group 1 (mmu), so both groups of the layer run. Mode "forward" runs
-under `torch.inference_mode()`; mode "train" is forward plus backward (into the inputs and all parameters; the MoE's
-balance terms join the loss with weight 0.01).
+Each cell (config, tokens T, dtype, mode) runs the MoE, the dense FFN and transformers' Qwen3-MoE sparse block
+(`grouped_mm` and `eager` experts, equal hidden size, experts, top-k and expert width) interleaved, after a warm-up,
+and reports the median over the repeats; all samples are kept in the JSON output. Mode "forward" runs under
+`torch.inference_mode()` on a one-task batch (all rows t2i, as in a generation or an understanding batch); mode
+"train" is forward plus backward (into the inputs and all parameters; the MoE's balance terms join the loss with
+weight 0.01) on a mixed batch (half t2i rows, half mmu rows, so both groups run).
 
     .venv/bin/python benchmarks/bench_moe.py            # full run, a few minutes at most on 2 cores
     .venv/bin/python benchmarks/bench_moe.py --quick    # smoke run
-    .venv/bin/python benchmarks/bench_moe.py --profile  # also profile the MoE in the cell with the worst ratio
+    .venv/bin/python benchmarks/bench_moe.py --profile  # also profile the MoE in the key cell (stored in the JSON)
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench_common import machine_info
 from unif2ace_hf import UniF2aceConfig
 from unif2ace_hf.modeling.moe import UniF2aceMLP, UniF2aceTokenMoE, _grouped_mm_supported
 
@@ -58,8 +58,21 @@ CONFIGS: dict[str, dict[str, int]] = {
         "num_shared_experts": 1,
         "shared_expert_intermediate_size": 512,
     },
+    # Show-o-sized layer (d = 2048) with UniF²ace's expert counts (1 shared + 8 routed, top-4); Phi's 8192-wide FFN
+    # split into experts of 1024 (the paper does not give the width).
+    "showo": {
+        "hidden_size": 2048,
+        "num_routed_experts": 8,
+        "num_experts_per_tok": 4,
+        "moe_intermediate_size": 1024,
+        "num_shared_experts": 1,
+        "shared_expert_intermediate_size": 1024,
+    },
 }
-DEFAULT_TOKENS = (256, 2048)
+DEFAULT_CONFIGS = ("tiny", "showo")
+DEFAULT_TOKENS = (512,)
+# Inference batches hold one task (a generation or an understanding batch); training batches mix both groups.
+ROWS_FOR_MODE = {"forward": "one-task", "train": "mixed"}
 BATCH_ROWS = 8
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MODES = ("forward", "train")
@@ -83,11 +96,14 @@ class CellResult:
     length: int
     dtype: str
     mode: str
+    rows: str
     moe_ms: float
     dense_ms: float
     ratio: float
     moe_median_ms: float
     dense_median_ms: float
+    qwen3_ms: float | None = None
+    qwen3_eager_ms: float | None = None
     reference_ms: float | None = None
     reference_max_abs_diff: float | None = None
     moe_calls_per_sample: int = 1
@@ -130,17 +146,41 @@ def build_modules(config: UniF2aceConfig, dtype: torch.dtype, seed: int) -> tupl
 
 
 def make_inputs(
-    config: UniF2aceConfig, tokens: int, dtype: torch.dtype, seed: int
+    config: UniF2aceConfig, tokens: int, dtype: torch.dtype, seed: int, rows: str = "mixed"
 ) -> tuple[torch.Tensor, torch.LongTensor, torch.Tensor]:
-    """`(B, L, H)` hidden states (unit scale, like a normed residual stream), alternating t2i/mmu rows."""
+    """`(B, L, H)` hidden states (unit scale, like a normed residual stream); rows alternate t2i/mmu ("mixed") or
+    are all t2i ("one-task")."""
     if tokens % BATCH_ROWS:
         raise ValueError(f"token count {tokens} must be a multiple of {BATCH_ROWS} rows")
     generator = torch.Generator().manual_seed(seed)
     length = tokens // BATCH_ROWS
     hidden = torch.randn(BATCH_ROWS, length, config.hidden_size, generator=generator).to(dtype)
     row_group = (torch.arange(BATCH_ROWS) % len(config.token_moe_groups)).long()
+    if rows == "one-task":
+        row_group = torch.zeros_like(row_group)
     token_valid = torch.ones(BATCH_ROWS, length, dtype=torch.bool)
     return hidden, row_group, token_valid
+
+
+def build_qwen3_block(config: UniF2aceConfig, dtype: torch.dtype, seed: int, implementation: str) -> nn.Module:
+    """transformers' Qwen3-MoE sparse block at equal hidden size, experts, top-k and expert width. Its experts are
+    gated (SwiGLU: `gate_up_proj` is `2 x` wide), so each expert does 1.5x our GELU expert's FLOPs; it has no
+    shared expert."""
+    from transformers import Qwen3MoeConfig
+    from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
+
+    qwen_config = Qwen3MoeConfig(
+        hidden_size=config.hidden_size,
+        moe_intermediate_size=config.moe_intermediate_size,
+        num_experts=config.num_routed_experts,
+        num_experts_per_tok=config.num_experts_per_tok,
+        norm_topk_prob=config.norm_topk_prob,
+    )
+    qwen_config._experts_implementation = implementation
+    torch.manual_seed(seed)
+    block = Qwen3MoeSparseMoeBlock(qwen_config)
+    init_params(block, config.initializer_range)
+    return block.to(dtype)
 
 
 # --------------------------------------------------------------------------------------------------- workloads
@@ -178,7 +218,8 @@ def moe_train_fn(
     return run
 
 
-def dense_train_fn(dense: UniF2aceMLP, hidden: torch.Tensor, grad_out: torch.Tensor) -> Callable[[], None]:
+def dense_train_fn(dense: nn.Module, hidden: torch.Tensor, grad_out: torch.Tensor) -> Callable[[], None]:
+    """Forward + backward of a module mapping `(B, L, H)` to `(B, L, H)` (the dense FFN, the Qwen3 block)."""
     leaf = hidden.detach().requires_grad_(True)
 
     def run() -> None:
@@ -282,24 +323,29 @@ def run_cell(config_name: str, tokens: int, dtype_name: str, mode: str, settings
     config = make_config(config_name)
     dtype = DTYPES[dtype_name]
     moe, dense = build_modules(config, dtype, seed)
-    hidden, row_group, valid = make_inputs(config, tokens, dtype, seed + 1)
+    rows = ROWS_FOR_MODE[mode]
+    hidden, row_group, valid = make_inputs(config, tokens, dtype, seed + 1, rows)
+    qwen3 = {name: build_qwen3_block(config, dtype, seed, name) for name in ("grouped_mm", "eager")}
     grad_out = torch.randn(hidden.shape, generator=torch.Generator().manual_seed(seed + 2)).to(dtype)
     moe.train(mode == "train")
     dense.train(mode == "train")
 
     if mode == "forward":
         variants = {"moe": moe_forward_fn(moe, hidden, row_group, valid), "dense": dense_forward_fn(dense, hidden)}
+        variants.update({f"qwen3_{name}": dense_forward_fn(block, hidden) for name, block in qwen3.items()})
     else:
         variants = {
             "moe": moe_train_fn(moe, hidden, row_group, valid, grad_out),
             "dense": dense_train_fn(dense, hidden, grad_out),
         }
+        variants.update({f"qwen3_{name}": dense_train_fn(block, hidden, grad_out) for name, block in qwen3.items()})
     with_reference = settings.reference and mode == "forward" and tokens <= REFERENCE_MAX_TOKENS
     if with_reference:
         variants["reference"] = reference_fn(moe, hidden, row_group)
 
-    samples, calls = time_interleaved(variants, settings, reset=lambda: clear_grads(moe, dense))
+    samples, calls = time_interleaved(variants, settings, reset=lambda: clear_grads(moe, dense, *qwen3.values()))
     expert = next(iter(moe.groups.values())).experts
+    median = {name: statistics.median(values) for name, values in samples.items()}
     result = CellResult(
         config=config_name,
         tokens=tokens,
@@ -307,46 +353,26 @@ def run_cell(config_name: str, tokens: int, dtype_name: str, mode: str, settings
         length=hidden.shape[1],
         dtype=dtype_name,
         mode=mode,
-        moe_ms=min(samples["moe"]),
-        dense_ms=min(samples["dense"]),
-        ratio=min(samples["moe"]) / min(samples["dense"]),
-        moe_median_ms=statistics.median(samples["moe"]),
-        dense_median_ms=statistics.median(samples["dense"]),
+        rows=rows,
+        moe_ms=median["moe"],
+        dense_ms=median["dense"],
+        ratio=median["moe"] / median["dense"],
+        qwen3_ms=median["qwen3_grouped_mm"],
+        qwen3_eager_ms=median["qwen3_eager"],
+        moe_median_ms=median["moe"],
+        dense_median_ms=median["dense"],
         moe_calls_per_sample=calls["moe"],
         dense_calls_per_sample=calls["dense"],
         grouped_mm=_grouped_mm_supported(hidden, expert.up_proj.to(dtype)),
         samples_ms=samples,
     )
     if with_reference:
-        result.reference_ms = min(samples["reference"])
+        result.reference_ms = median["reference"]
         result.reference_max_abs_diff = reference_check(moe, hidden, row_group, valid)
     return result
 
 
 # --------------------------------------------------------------------------------------------------- reporting
-
-
-def cpu_model() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):
-        lscpu = ""
-    for line in lscpu.splitlines():
-        if line.lower().startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def machine_info(threads: int) -> dict[str, object]:
-    return {
-        "cpu": cpu_model(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "threads": threads,
-        "grouped_mm_available": hasattr(torch.nn.functional, "grouped_mm"),
-    }
 
 
 def describe_configs() -> dict[str, dict[str, int]]:
@@ -358,13 +384,15 @@ def describe_configs() -> dict[str, dict[str, int]]:
 
 def format_table(results: list[CellResult]) -> str:
     header = (
-        f"{'config':<6} {'T':>5} {'dtype':<5} {'mode':<7} {'moe ms':>9} {'dense ms':>9} {'moe/dense':>9} {'ref ms':>8}"
+        f"{'config':<6} {'T':>5} {'dtype':<5} {'mode':<7} {'rows':<8} {'moe ms':>9} {'dense ms':>9} {'moe/dense':>9} "
+        f"{'qwen3 ms':>9} {'eager ms':>9} {'ref ms':>8}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         ref = f"{r.reference_ms:8.2f}" if r.reference_ms is not None else f"{'':>8}"
         lines.append(
-            f"{r.config:<6} {r.tokens:>5} {r.dtype:<5} {r.mode:<7} {r.moe_ms:9.3f} {r.dense_ms:9.3f} {r.ratio:8.2f}x {ref}"
+            f"{r.config:<6} {r.tokens:>5} {r.dtype:<5} {r.mode:<7} {r.rows:<8} {r.moe_ms:9.3f} {r.dense_ms:9.3f} "
+            f"{r.ratio:8.2f}x {r.qwen3_ms:9.3f} {r.qwen3_eager_ms:9.3f} {ref}"
         )
     return "\n".join(lines)
 
@@ -374,7 +402,7 @@ def profile_cell(result: CellResult, seed: int, rows: int = 15) -> str:
     config = make_config(result.config)
     dtype = DTYPES[result.dtype]
     moe, _ = build_modules(config, dtype, seed)
-    hidden, row_group, valid = make_inputs(config, result.tokens, dtype, seed + 1)
+    hidden, row_group, valid = make_inputs(config, result.tokens, dtype, seed + 1, result.rows)
     grad_out = torch.randn(hidden.shape).to(dtype)
     if result.mode == "forward":
         fn = moe_forward_fn(moe, hidden, row_group, valid)
@@ -395,10 +423,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (torch.set_num_threads); default 1")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results_moe.json"), help="JSON results path")
     parser.add_argument("--tokens", type=int, nargs="+", default=list(DEFAULT_TOKENS), help="token counts T = B x L")
-    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS), help="configs to run")
-    parser.add_argument("--repeats", type=int, default=None, help="timed samples per variant (default 15, quick 2)")
+    parser.add_argument(
+        "--configs", nargs="+", choices=sorted(CONFIGS), default=list(DEFAULT_CONFIGS), help="configs to run"
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="timed samples per variant (default 9, quick 2)")
     parser.add_argument("--no-reference", action="store_true", help="skip the per-token-loop reference")
-    parser.add_argument("--profile", action="store_true", help="profile the MoE in the cell with the worst ratio")
+    parser.add_argument("--profile", action="store_true", help="profile the MoE in the key cell (showo bf16 forward)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -407,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = Settings(
-        repeats=args.repeats or (2 if args.quick else 15),
+        repeats=args.repeats or (2 if args.quick else 9),
         warmup=1 if args.quick else 2,
         min_sample_s=0.01 if args.quick else 0.05,
         reference=not args.no_reference,
@@ -447,7 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {elapsed:.1f} s")
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    key = next((r for r in results if (r.config, r.tokens, r.dtype, r.mode) == ("showo", 512, "bf16", "forward")), None)
     payload = {
+        "moe_time_vs_dense_active": None if key is None else key.ratio,
         "machine": machine,
         "settings": {**asdict(settings), "quick": args.quick, "seed": args.seed, "batch_rows": BATCH_ROWS},
         "configs": describe_configs(),
@@ -457,10 +489,15 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.output}")
 
-    if args.profile and results:
-        worst = max(results, key=lambda r: r.ratio)
-        print(f"\nprofile of the MoE, worst cell: {worst.config} T={worst.tokens} {worst.dtype} {worst.mode}")
-        print(profile_cell(worst, args.seed))
+    if args.profile and key is not None:
+        table = profile_cell(key, args.seed)
+        payload["profile"] = {
+            "what": f"the MoE layer, {key.config} T={key.tokens} {key.dtype} {key.mode}, self CPU time",
+            "table": table,
+        }
+        args.output.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"\nprofile of the MoE in the key cell: {key.config} T={key.tokens} {key.dtype} {key.mode}")
+        print(table)
     return 0
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import statistics
 import time
 from pathlib import Path
 
 import torch
 from transformers import PhiConfig, PhiForCausalLM
 
+from bench_common import machine_info
 from unif2ace_hf import UniF2aceConfig, UniF2aceForConditionalGeneration
 
 TEXT_VOCAB, CODEBOOK = 2048, 1024
@@ -83,13 +84,18 @@ def cached_generate(model, prompt: torch.Tensor, new_tokens: int) -> torch.Tenso
     )
 
 
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_medians(variants: dict, repeats: int, warmup: bool = True) -> dict[str, float]:
+    """Median seconds per variant over `repeats` rounds that run every variant once, in turn (after a warm-up call
+    each, if asked), so a burst of load from other processes hits all variants alike."""
+    for fn in variants.values() if warmup else ():
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def main() -> None:
@@ -122,13 +128,21 @@ def main() -> None:
     prompt = mmu_prompt(model.config, args.batch)
 
     rows = []
-    for new_tokens in token_counts:
-        cached_generate(model, prompt, 2)  # warm-up
+    for index, new_tokens in enumerate(token_counts):
         same = torch.equal(cached_generate(model, prompt, new_tokens), show_o_loop(model, prompt, new_tokens))
-        cached = best_of(lambda n=new_tokens: cached_generate(model, prompt, n), repeats)
-        recompute = best_of(lambda n=new_tokens: show_o_loop(model, prompt, n), repeats)
-        ours_dense = best_of(lambda n=new_tokens: cached_generate(dense, prompt, n), repeats)
-        phi_time = best_of(lambda n=new_tokens: cached_generate(phi, prompt, n), repeats)
+        medians = interleaved_medians(
+            {
+                "cached": lambda n=new_tokens: cached_generate(model, prompt, n),
+                "recompute": lambda n=new_tokens: show_o_loop(model, prompt, n),
+                "ours_dense": lambda n=new_tokens: cached_generate(dense, prompt, n),
+                "phi": lambda n=new_tokens: cached_generate(phi, prompt, n),
+            },
+            repeats,
+            warmup=index == 0,  # the first (shortest) count warms every variant up; the output check also runs
+        )
+        cached, recompute, ours_dense, phi_time = (
+            medians[name] for name in ("cached", "recompute", "ours_dense", "phi")
+        )
         row = {
             "new_tokens": new_tokens,
             "cached_ms_per_token": cached / new_tokens * 1000,
@@ -146,11 +160,8 @@ def main() -> None:
             f"dense: ours {row['dense_ours_ms_per_token']:.2f} vs Phi generate {row['phi_generate_ms_per_token']:.2f} ms/token"
         )
     results = {
-        "machine": {
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "threads": args.threads,
-        },
+        "machine": machine_info(args.threads),
+        "repeats": repeats,
         "setting": {
             "prompt_tokens": prompt.shape[1],
             "batch": args.batch,
