@@ -7,9 +7,13 @@ once into the KV cache; every answer token then costs one cached step (Show-o re
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import Pipeline
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo, ModelCard
 
 
 class FaceUnderstandingPipeline(Pipeline):
@@ -107,11 +111,11 @@ class FaceUnderstandingPipeline(Pipeline):
     def save_pretrained(
         self,
         save_directory: str | os.PathLike,
-        model_card=None,
-        eval_results=None,
+        model_card: ModelCard | str | None = None,
+        eval_results: dict | list[dict] | None = None,
         repo_id: str | None = None,
         **kwargs,
-    ):
+    ) -> None:
         """Model, remote code with `config.custom_pipelines` (so `pipeline(model=folder, trust_remote_code=True)` runs
         without the package; transformers then asks for `trust_remote_code=True` even where the package is imported),
         the processor (transformers' Pipeline does not save a ProcessorMixin) and the model card as README.md."""
@@ -123,7 +127,9 @@ class FaceUnderstandingPipeline(Pipeline):
             return
         write_model_card(save_directory, model_card, eval_results, repo_id=repo_id)
 
-    def push_to_hub(self, repo_id: str, commit_message: str = "Upload face-understanding pipeline", **kwargs):
+    def push_to_hub(
+        self, repo_id: str, commit_message: str = "Upload face-understanding pipeline", **kwargs
+    ) -> CommitInfo:
         """Save as `save_pretrained` does (README.md is our card, not transformers' generic one) and upload."""
         try:
             from unif2ace_hf.hub.push import push_saved_folder
