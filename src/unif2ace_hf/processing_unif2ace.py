@@ -8,6 +8,7 @@ of the image. Generation prompts carry `<|mask|>` slots that the diffusion sampl
 from __future__ import annotations
 
 import io
+import json
 import os
 import warnings
 from pathlib import Path
@@ -32,6 +33,8 @@ DEFAULT_MMU_CHAT_TEMPLATE = (
 """Show-o's "phi1.5" conversation: `USER: \\n{question} ASSISTANT:`."""
 
 DEFAULT_CAPTION_PROMPT = "Describe this face in detail."
+PROCESSOR_FILES = ("tokenizer.json", "processor_config.json")
+"""What a saved processor folder must hold (the tokenizer, and the image processor + prompt settings)."""
 
 
 def load_image(image, name: str = "image", background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
@@ -381,6 +384,31 @@ class UniF2aceProcessor(ProcessorMixin):
         # t2i rows pad their text part inside the row: those pads are padding too
         attention_mask &= (input_ids != pad_id).long()
         return BatchFeature({"input_ids": input_ids, "attention_mask": attention_mask})
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loader, with a missing or damaged tokenizer / processor file named rather than reported as a
+        failure to build some tokenizer backend."""
+        folder = (
+            Path(pretrained_model_name_or_path)
+            if isinstance(pretrained_model_name_or_path, (str, os.PathLike))
+            else None
+        )
+        if folder is not None and folder.is_dir():
+            base = folder / kwargs["subfolder"] if kwargs.get("subfolder") else folder
+            missing = [name for name in PROCESSOR_FILES if not (base / name).is_file()]
+            if missing:
+                raise OSError(
+                    f"{pretrained_model_name_or_path}: the processor needs {', '.join(missing)}, which the folder "
+                    "lacks; save the processor (processor.save_pretrained) into it again."
+                )
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: cannot load the processor; {' or '.join(PROCESSOR_FILES)} is "
+                f"damaged ({type(error).__name__}: {error})"
+            ) from error
 
     def batch_decode(self, *args, **kwargs) -> list[str]:
         return self.tokenizer.batch_decode(*args, **kwargs)

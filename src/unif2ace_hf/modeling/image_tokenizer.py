@@ -20,6 +20,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_unif2ace import UniF2aceVQConfig
+from .strict_loading import check_loading_report, strict_from_pretrained
 
 
 def _group_norm(channels: int, config: UniF2aceVQConfig) -> nn.GroupNorm:
@@ -367,25 +368,16 @@ class UniF2aceVQModel(PreTrainedModel):
         output = UniF2aceVQOutput(reconstruction=self.decoder(quantized), codes=codes.flatten(1), latents=latents)
         return output if return_dict is not False else output.to_tuple()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Strict (`strict_loading.py`): safetensors only, damaged files and Hub downloads named."""
+        return strict_from_pretrained(super().from_pretrained, pretrained_model_name_or_path, *args, **kwargs)
+
     @staticmethod
     def _finalize_model_loading(model, load_config, loading_info):
         """Strict loading: transformers would warn and initialise a missing or mis-shaped weight at random; a
         tokenizer with random layers decodes noise, so both are errors that name the weight."""
-        source = load_config.pretrained_model_name_or_path
-        if loading_info.mismatched_keys and not load_config.ignore_mismatched_sizes:
-            key, checkpoint_shape, model_shape = sorted(loading_info.mismatched_keys)[0]
-            raise ValueError(
-                f"{source}: weight {key!r} has shape {tuple(checkpoint_shape)} in the checkpoint but the config asks "
-                f"for {tuple(model_shape)}; the config does not match the weights."
-            )
-        loading_info = PreTrainedModel._finalize_model_loading(model, load_config, loading_info)
-        if loading_info.missing_keys:
-            missing = sorted(loading_info.missing_keys)
-            raise ValueError(
-                f"{source}: the checkpoint has no weight for {missing[0]!r} ({len(missing)} missing); refusing to "
-                "leave layers randomly initialised."
-            )
-        return loading_info
+        return check_loading_report(model, load_config, loading_info, PreTrainedModel._finalize_model_loading)
 
 
 __all__ = ["UniF2aceVQModel", "UniF2aceVQOutput", "UniF2aceLFQ", "UniF2aceVQEncoder", "UniF2aceVQDecoder"]

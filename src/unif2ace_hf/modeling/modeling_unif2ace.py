@@ -37,6 +37,7 @@ from .omni_attention import (
     infer_tasks,
     validate_4d_mask,
 )
+from .strict_loading import check_loading_report, strict_from_pretrained
 
 _CACHE_STATE_ATTRIBUTE = "unif2ace_state"
 """Per-generation state kept on the KV cache: row tasks, sequence routing and condition features from prefill."""
@@ -292,25 +293,18 @@ class UniF2acePreTrainedModel(PreTrainedModel):
         elif isinstance(module, UniF2aceGatedResamplerExpert):
             init.zeros_(module.gate_logits)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loader, strict (`strict_loading.py`): safetensors only, a truncated file or a folder
+        without config.json named, a Hub download's bytes checked against its ETags."""
+        return strict_from_pretrained(super().from_pretrained, pretrained_model_name_or_path, *args, **kwargs)
+
     @staticmethod
     def _finalize_model_loading(model, load_config, loading_info):
         """transformers only warns about missing weights and re-initialises them at random; for our classes a
-        checkpoint that does not fill the model is an error, and a shape mismatch names the weight."""
-        if loading_info.mismatched_keys and not load_config.ignore_mismatched_sizes:
-            key, checkpoint_shape, model_shape = sorted(loading_info.mismatched_keys)[0]
-            raise ValueError(
-                f"{load_config.pretrained_model_name_or_path}: weight {key!r} has shape {tuple(checkpoint_shape)} in the "
-                f"checkpoint but the config asks for {tuple(model_shape)} ({len(loading_info.mismatched_keys)} "
-                "mismatched weight(s)); the config does not match the weights."
-            )
-        loading_info = PreTrainedModel._finalize_model_loading(model, load_config, loading_info)
-        if loading_info.missing_keys:
-            missing = sorted(loading_info.missing_keys)
-            raise ValueError(
-                f"{load_config.pretrained_model_name_or_path}: the checkpoint has no weight for {missing[0]!r} "
-                f"({len(missing)} missing: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); refusing to "
-                "leave layers randomly initialised. Is the config right for these weights?"
-            )
+        checkpoint that does not fill the model (or, saved from the same class, overfills it) is an error, and a
+        shape mismatch names the weight."""
+        loading_info = check_loading_report(model, load_config, loading_info, PreTrainedModel._finalize_model_loading)
         if getattr(model, "is_quantized", False) and not load_config.ignore_mismatched_sizes:
             UniF2acePreTrainedModel._check_quantized_linear_shapes(model, load_config)
         return loading_info
