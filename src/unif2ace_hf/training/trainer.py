@@ -172,7 +172,8 @@ class UniF2aceTrainer:
             ),
         )
         self.model, self.optimizer = self.accelerator.prepare(objective, optimizer)
-        self.accelerator.register_for_checkpointing(self.lr_scheduler)
+        # the LR schedule's state goes into trainer_state.json, not accelerate's custom-object pickle (which
+        # accelerate loads with weights_only=False, i.e. full unpickling)
         self.order = RowOrder(
             len(self.train_data), self.config["batch_size"] * self.accelerator.num_processes, self.config["seed"]
         )
@@ -321,14 +322,19 @@ class UniF2aceTrainer:
         self.accelerator.save_state(str(temporary))
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            (temporary / STATE_FILE).write_text(json.dumps({"step": self.step, "recipe": self.recipe}, indent=2))
+            state = {"step": self.step, "lr_scheduler": self.lr_scheduler.state_dict(), "recipe": self.recipe}
+            (temporary / STATE_FILE).write_text(json.dumps(state, indent=2))
             commit_checkpoint(temporary, path)
         self.accelerator.wait_for_everyone()
         return path
 
     def load_checkpoint(self, path: Path) -> None:
         self.accelerator.load_state(str(path))
-        self.step = int(json.loads((path / STATE_FILE).read_text())["step"])
+        state = json.loads((path / STATE_FILE).read_text())
+        if "lr_scheduler" not in state:
+            raise ValueError(f"resume_from: {str(path)!r} has no LR schedule state in {STATE_FILE}; it is incomplete")
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.step = int(state["step"])
 
     def _metrics_file(self):
         path = self.output_dir / METRICS_FILE
