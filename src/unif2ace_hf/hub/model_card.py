@@ -22,8 +22,6 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..data.publish import card_template_path
-
 CARD_TEMPLATE = "unif2ace_model_card.md"
 DEFAULT_TAGS = ("unif2ace", "face", "text-to-image", "visual-question-answering", "mixture-of-experts", "custom_code")
 DEFAULT_DATASET = ("synthface", "SynthFace")
@@ -181,6 +179,7 @@ def model_card_from_eval(
     dataset's); `eval_dataset` is the (Hub id, display name) of the data the results were measured on.
     """
     from .. import __version__
+    from ..data.publish import card_template_path  # here: `import unif2ace_hf` should not import `datasets`
 
     checked = check_eval_results(results)
     models = sorted({_public_model_name(item["model"]) for item in checked})
