@@ -58,6 +58,21 @@ def test_grouped_matmul_fallback_matches_grouped_mm():
     torch.testing.assert_close(fast, torch.cat(pieces))
 
 
+def test_grouped_matmul_with_bias_is_the_same_with_and_without_autograd():
+    """Inference writes each expert's rows in place; training concatenates (autograd cannot see `out=`)."""
+    inputs, weight, bias = torch.randn(10, 16), torch.randn(4, 16, 8), torch.randn(4, 8)
+    counts = torch.tensor([3, 0, 4, 3])
+    expected = torch.cat(
+        [inputs[:3] @ weight[0] + bias[0], inputs[3:7] @ weight[2] + bias[2], inputs[7:] @ weight[3] + bias[3]]
+    )
+    with torch.no_grad():
+        inference = grouped_matmul(inputs, weight, counts, bias)
+    training = grouped_matmul(inputs.requires_grad_(), weight, counts, bias)
+    torch.testing.assert_close(inference, expected)
+    torch.testing.assert_close(training, expected)
+    assert training.requires_grad
+
+
 def test_balance_loss_equals_hand_computation():
     probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.5, 0.1, 0.4], [0.2, 0.2, 0.6]])
     index = torch.tensor([[0, 1], [1, 2], [0, 2], [2, 0]])

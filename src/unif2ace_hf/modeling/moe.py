@@ -72,6 +72,17 @@ def grouped_matmul(
         return out
     pieces = sorted_inputs.split(counts.tolist(), dim=0)
     biases = bias.unbind(0) if bias is not None else [None] * weight.shape[0]
+    if not torch.is_grad_enabled():  # inference: each expert writes its rows in place, no concatenation
+        out = sorted_inputs.new_empty(sorted_inputs.shape[0], weight.shape[2])
+        rows = out.split(counts.tolist(), dim=0)
+        for piece, expert_weight, expert_bias, target in zip(pieces, weight.unbind(0), biases, rows):
+            if piece.shape[0] == 0:
+                continue
+            if expert_bias is None:
+                torch.mm(piece, expert_weight, out=target)
+            else:
+                torch.addmm(expert_bias, piece, expert_weight, out=target)
+        return out
     outputs = [
         piece @ expert_weight if expert_bias is None else torch.addmm(expert_bias, piece, expert_weight)
         for piece, expert_weight, expert_bias in zip(pieces, weight.unbind(0), biases)
