@@ -7,7 +7,10 @@ starts with the argument's name; never another exception, a NaN, or a prompt tha
 from __future__ import annotations
 
 import io
+import struct
+import tracemalloc
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -258,5 +261,48 @@ def test_mmu_rows_keep_their_layout_for_any_question(processor, questions):
 
 @pytest.mark.parametrize("bad", [3, b"bytes", ["ok", 7]])
 def test_non_string_text_is_refused_by_name(processor, bad):
-    with pytest.raises(ValueError, match=r"text\[\d\]: expected a string"):
+    with pytest.raises(ValueError, match=r"text\[\d\]: expected a string prompt"):
         processor(text=bad, task="t2i")
+    images = [np.zeros((SIZE, SIZE, 3), np.uint8)] * (len(bad) if isinstance(bad, list) else 1)
+    with pytest.raises(ValueError, match=r"text\[\d\]: expected a string question or None, got (int|bytes)"):
+        processor(images=images, text=bad if isinstance(bad, list) else [bad], task="mmu")
+
+
+def test_questions_and_images_must_pair_up(processor):
+    with pytest.raises(ValueError, match="text: got 2 questions for 1 images"):
+        processor(images=[np.zeros((SIZE, SIZE, 3), np.uint8)], text=["a", "b"], task="mmu")
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A valid PNG header for a huge image followed by a few bytes of pixel data: the shape of a decompression bomb."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    ihdr = struct.pack(">I", len(header)) + b"IHDR" + header + struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    data = b"IDAT" + zlib.compress(b"\x00" * 16)
+    idat = struct.pack(">I", len(data) - 4) + data + struct.pack(">I", zlib.crc32(data))
+    end = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + idat + end
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize(
+    "width, height, message",
+    [
+        (10_000, 9_000, r"image: 10000x9000 is larger than 89478485 pixels \(a decompression bomb\?\); refused"),
+        (30_000, 30_000, r"image: cannot decode image bytes: Image size \(900000000 pixels\) exceeds limit"),
+    ],
+)
+def test_decompression_bombs_are_refused_from_the_header(image_processor, tmp_path, width, height, message):
+    """Refused before any pixel is decoded: well under the megabytes even one decoded row of them would take."""
+    data = png_header_claiming(width, height)
+    (tmp_path / "bomb.png").write_bytes(data)
+    tracemalloc.start()
+    try:
+        for source in (data, str(tmp_path / "bomb.png")):
+            with pytest.raises(
+                ValueError, match=message.replace("decode image bytes", "(decode image bytes|read image file .*)")
+            ):
+                image_processor(source)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, f"{peak} bytes allocated while refusing a {width}x{height} header"
