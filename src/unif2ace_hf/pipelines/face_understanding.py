@@ -48,13 +48,6 @@ class FaceUnderstandingPipeline(Pipeline):
             raise ValueError("processor: the face-understanding pipeline needs a UniF2aceProcessor")
         # Batched collation pads input_ids with the tokenizer's pad id on its padding side (left).
         self.tokenizer = self.processor.tokenizer
-        try:  # part of the installed package; remote code without it relies on huggingface_hub's size check
-            from unif2ace_hf.hub.integrity import verify_cached_repo
-        except ImportError:
-            return
-        name = getattr(self.model, "name_or_path", "") or ""
-        if name and not os.path.isdir(name):  # loaded by Hub id: the downloaded bytes must be the Hub's
-            verify_cached_repo(name)
 
     def __call__(self, inputs, question: str | None = None, **kwargs):
         return super().__call__(inputs, question=question, **kwargs)
