@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import functools
 import html
 
+import atomic_cache
 import gradio as gr
 from checked_inputs import MAX_UPLOAD_SIZE, checked, editor_image_and_mask
 from face_examples import hair_mask_layer, real_photo_examples, synthface_examples
@@ -73,6 +74,7 @@ def _sampling_controls(prefix: str):
 
 def build_app(model_path: str | None = None) -> gr.Blocks:
     """The Space as Blocks (not launched): loads the model once; launch it with `launch(build_app())`."""
+    atomic_cache.install()  # identical outputs served at once must not be read half-rewritten
     service = FaceService(model_path)
     faces = synthface_examples(3)
     photos = real_photo_examples()
