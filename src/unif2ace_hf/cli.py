@@ -11,6 +11,8 @@ COMMAND_MODULES = (
     "unif2ace_hf.commands.card",
     "unif2ace_hf.commands.convert",
     "unif2ace_hf.commands.data",
+    "unif2ace_hf.commands.demo",
+    "unif2ace_hf.commands.evaluate",
     "unif2ace_hf.commands.tokenizer",
     "unif2ace_hf.commands.text_tokenizer",
     "unif2ace_hf.commands.train",

@@ -1,8 +1,7 @@
-"""`make demo`: the embedded default model on held-out SynthFace faces, then the Show-o conversion path.
+"""`make demo` / `unif2ace demo`: the embedded default model end to end, then the Show-o conversion path.
 
-Part 1 (when `unif2ace_hf.DEFAULT_MODEL` is shipped): render unseen SynthFace faces, ask fine-grained questions and
-compare with the exact labels, caption one, generate faces from a caption and let the attribute judge read them back;
-the images land in `demo_outputs/`. Part 2: build a small random Phi (the architecture Show-o wraps), save it the way
+Part 1 (`demo_showcase.run_showcase`, when `unif2ace_hf.DEFAULT_MODEL` is shipped): faces from detailed captions,
+a hair-colour edit, answers about them and about a real photograph, PNGs and index.html in the output folder. Part 2: build a small random Phi (the architecture Show-o wraps), save it the way
 Show-o saves itself, convert it with `unif2ace convert-showo --moe upcycle`, check that the two-level MoE model computes
 exactly what Phi computes, and time KV-cached answers against Show-o's recompute-everything loop. No downloads.
 """
@@ -67,64 +66,27 @@ def show_o_style_answer(model, prompt: torch.Tensor, new_tokens: int) -> torch.T
     return sequence
 
 
-def default_model_demo(output_dir: Path = Path("demo_outputs")) -> None:
-    """Understanding and generation with the shipped default model on faces it has never seen."""
-    import random
-
-    from transformers import pipeline
-
+def main(output_dir: str | Path = "demo_outputs", model: str = "default", conversion: bool = True) -> None:
+    """The showcase on `model` (`default`: the shipped model), then the Show-o conversion check."""
     import unif2ace_hf
-    from unif2ace_hf import UniF2acePipeline
-    from unif2ace_hf.data.synthface import make_caption, make_qa, render, sample_attributes
-    from unif2ace_hf.evaluation import AttributeJudge
+    from unif2ace_hf.demo_showcase import run_showcase
 
-    rng = random.Random(2026)
-    vqa = pipeline("face-understanding", model=unif2ace_hf.DEFAULT_MODEL)
-    correct = total = 0
-    print("A. understanding: fine-grained questions about faces rendered now (never seen in training)")
-    for index in range(3):
-        attributes = sample_attributes(rng)
-        face = render(attributes, size=64, seed=rng.getrandbits(31))
-        for pair in make_qa(attributes, rng, num_open=2, num_yes_no=1, num_reasoning=0):
-            answer = vqa(face, question=pair.question, max_new_tokens=12)["answer"]
-            total += 1
-            correct += answer.strip().lower() == pair.answer.strip().lower()
-            print(f"   face {index}: {pair.question!r} -> {answer!r} (truth: {pair.answer!r})")
-    print(f"   exact-match answers: {correct}/{total}")
-    print(f"   caption: {vqa(face, max_new_tokens=96)['caption']!r}")
-
-    print("B. generation: faces from a detailed caption, read back by the attribute judge")
-    pipe = UniF2acePipeline.from_pretrained(unif2ace_hf.DEFAULT_MODEL)
-    attributes = sample_attributes(rng)
-    caption, mentioned = make_caption(attributes, rng)
-    images = pipe(
-        caption,
-        num_images_per_prompt=2,
-        num_inference_steps=12,
-        guidance_scale=3.0,
-        generator=[torch.Generator().manual_seed(i) for i in range(2)],
-    ).images
-    output_dir.mkdir(exist_ok=True)
-    judged = AttributeJudge.load_default()(images)
-    for index, (image, found) in enumerate(zip(images, judged)):
-        image.resize((256, 256)).save(output_dir / f"generated_{index}.png")
-        agree = sum(found[c] == attributes[c] for c in mentioned)
-        print(
-            f"   image {index}: judge agrees with {agree}/{len(mentioned)} captioned attributes -> {output_dir}/generated_{index}.png"
-        )
-    print(f"   prompt: {caption!r}")
+    path = unif2ace_hf.DEFAULT_MODEL if model == "default" else model
+    if path is not None:
+        run_showcase(str(path), Path(output_dir))
+    else:
+        print("(the default model is not shipped in this checkout; showing the conversion path only)")
+    if conversion:
+        conversion_demo()
 
 
-def main() -> None:
-    import unif2ace_hf
+def conversion_demo() -> None:
+    """A random Phi saved the way Show-o saves itself, converted, checked for parity and timed against Show-o's
+    recompute-everything understanding loop."""
     from unif2ace_hf import UniF2aceForConditionalGeneration
     from unif2ace_hf.cli import main as cli
 
-    if getattr(unif2ace_hf, "DEFAULT_MODEL", None) is not None:
-        default_model_demo()
-    else:
-        print("(the default model is not shipped in this checkout; showing the conversion path only)")
-
+    print("D. the Show-o conversion path")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         phi, showo, phi_config = build_showo_folder(root)
