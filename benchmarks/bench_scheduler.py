@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 from diffusers import AmusedScheduler
 
+from bench_common import machine_info
 from unif2ace_hf.pipelines.scheduling_unif2ace import UniF2aceMaskGITScheduler
 
 CODEBOOKS = (1024, 8192)
@@ -84,17 +84,6 @@ def time_interleaved(
     return samples
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
@@ -139,14 +128,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{remasked[0]}/{remasked[1]}"
             )
     result = {
-        "machine": {
-            "cpu": cpu_model(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine_info(),
         "settings": {
             "batch": 1,
             "steps": STEPS,

@@ -144,7 +144,8 @@ def understanding_section(result: dict | None) -> list[str]:
         "## 2. Understanding",
         "",
         f"`bench_understanding.py`: ms per new token (prefill included, amortised), greedy, batch {s['batch']}, "
-        f"{result['machine']['threads']} thread(s), median of {result.get('repeats', '?')} interleaved runs; model d "
+        f"{result['machine']['threads']} thread(s), median of interleaved runs (repeats per count: "
+        f"{result.get('repeats', '?')}); model d "
         f"{s['hidden_size']}, {s['layers']} layers, {s['moe']}; prompt {s['prompt_tokens']} tokens. The dense pair "
         "is our model without MoE against `transformers.PhiForCausalLM.generate` on the same weights.",
         "",
@@ -155,7 +156,7 @@ def understanding_section(result: dict | None) -> list[str]:
             f"{r['cached_ms_per_token']:.1f}",
             f"{r['show_o_recompute_ms_per_token']:.1f}",
             f"**{r['speedup_vs_recompute']:.1f}×**",
-            "yes" if r["identical_tokens"] else "**no**",
+            {True: "yes", False: "**no**", None: "not checked"}[r["identical_tokens"]],
             f"{r['dense_ours_ms_per_token']:.1f} vs {r['phi_generate_ms_per_token']:.1f} ({r['dense_ours_vs_phi']:.2f}×)",
         ]
         for r in result["rows"]
@@ -183,7 +184,7 @@ def moe_section(result: dict | None) -> list[str]:
         f"{result['settings']['repeats']} interleaved samples. *dense* = a `UniF2aceMLP` as wide as the active "
         "experts (k routed + shared: equal active parameters and FLOPs). *Qwen3-MoE* = transformers' "
         "`Qwen3MoeSparseMoeBlock` at equal hidden size, experts, top-k and expert width (gated SwiGLU experts: 1.5× "
-        "our expert FLOPs; no shared expert), `grouped_mm` and `eager` experts. forward = inference on a one-task "
+        "our expert FLOPs; no shared expert), `grouped_mm` and `eager` experts (eager: forward only). forward = inference on a one-task "
         "batch; train = forward + backward on a mixed t2i/mmu batch.",
         "",
     ]
@@ -201,7 +202,7 @@ def moe_section(result: dict | None) -> list[str]:
                 f"{r['moe_ms']:.2f}",
                 f"{r['dense_ms']:.2f}",
                 f"**{r['ratio']:.2f}×**",
-                f"{r['qwen3_ms']:.2f} / {r['qwen3_eager_ms']:.2f}",
+                f"{r['qwen3_ms']:.2f} / " + ("–" if r["qwen3_eager_ms"] is None else f"{r['qwen3_eager_ms']:.2f}"),
             ]
         )
     lines += table(
