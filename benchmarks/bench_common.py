@@ -1,10 +1,13 @@
-"""What every benchmark records about the machine it ran on (results are only comparable on the same machine)."""
+"""What the benchmarks share: the description of the machine they ran on (results are only comparable on the same
+machine) and interleaved timing (a shared machine's load bursts hit every variant alike)."""
 
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -51,3 +54,19 @@ def machine_info(threads: int | None = None) -> dict[str, object]:
         "load_average_1_5_15_min": [round(value, 2) for value in os.getloadavg()],
         "grouped_mm_available": hasattr(torch.nn.functional, "grouped_mm"),
     }
+
+
+def interleaved_samples(
+    variants: dict[str, Callable[[], object]], repeats: int, warmup: bool = True
+) -> dict[str, list[float]]:
+    """Seconds per call of each variant over `repeats` rounds that run every variant once, in turn, after one
+    warm-up call each (if asked): first calls pay for the allocator and oneDNN primitive creation."""
+    for fn in variants.values() if warmup else ():
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return samples

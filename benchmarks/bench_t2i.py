@@ -24,13 +24,12 @@ import argparse
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 
 import torch
 from diffusers import AmusedPipeline, AmusedScheduler, UVit2DModel, VQModel
 
-from bench_common import machine_info
+from bench_common import interleaved_samples, machine_info
 from showo_sized import random_words, showo_sized
 from unif2ace_hf import DEFAULT_MODEL, UniF2aceConfig, UniF2aceForConditionalGeneration, UniF2acePipeline
 
@@ -212,14 +211,7 @@ def run_config(name: str, steps: int, repeats: int) -> dict:
         variants[f"show_o_{key}"] = show_o(key)
         variants[f"amused_{key}"] = peer(key)
     exact = bool(torch.equal(ours("fp32")(), ours("fp32", cache=False)()))
-    for fn in variants.values():  # warm-up: allocator, oneDNN primitives, first-call set-up
-        fn()
-    samples: dict[str, list[float]] = {key: [] for key in variants}
-    for _ in range(repeats):
-        for key, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            samples[key].append(time.perf_counter() - start)
+    samples = interleaved_samples(variants, repeats)
     median = {key: statistics.median(values) for key, values in samples.items()}
     rows = []
     for key in ("fp32", "bf16"):

@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 from transformers import PhiConfig, PhiForCausalLM
 
-from bench_common import machine_info
+from bench_common import interleaved_samples, machine_info
 from unif2ace_hf import UniF2aceConfig, UniF2aceForConditionalGeneration
 
 TEXT_VOCAB, CODEBOOK = 2048, 1024
@@ -84,20 +83,6 @@ def cached_generate(model, prompt: torch.Tensor, new_tokens: int) -> torch.Tenso
     )
 
 
-def interleaved_medians(variants: dict, repeats: int, warmup: bool = True) -> dict[str, float]:
-    """Median seconds per variant over `repeats` rounds that run every variant once, in turn (after a warm-up call
-    each, if asked), so a burst of load from other processes hits all variants alike."""
-    for fn in variants.values() if warmup else ():
-        fn()
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and only 8/32 tokens")
@@ -136,7 +121,7 @@ def main() -> None:
             if new_tokens <= 32
             else None
         )
-        medians = interleaved_medians(
+        samples = interleaved_samples(
             {
                 "cached": lambda n=new_tokens: cached_generate(model, prompt, n),
                 "recompute": lambda n=new_tokens: show_o_loop(model, prompt, n),
@@ -146,6 +131,7 @@ def main() -> None:
             repeats_for[new_tokens],
             warmup=index == 0,  # the first (shortest) count warms every variant up; the output check also runs
         )
+        medians = {name: statistics.median(values) for name, values in samples.items()}
         cached, recompute, ours_dense, phi_time = (
             medians[name] for name in ("cached", "recompute", "ours_dense", "phi")
         )
