@@ -2,7 +2,8 @@
 
 Generates faces from detailed captions and lets the attribute judge read them back, edits a face's hair colour by
 regenerating only the hair region, answers fine-grained questions about the generated and edited faces and about a
-real photograph shipped by an installed package, and writes PNGs plus `index.html` into the output folder.
+real photograph shipped by an installed package, and writes PNGs plus `index.html` (and `overview.png`: the four
+generated faces, then the edit's source, mask and result) into the output folder.
 The hair mask is exact: the same face rendered with two hair colours differs only where hair is drawn.
 """
 
@@ -151,6 +152,11 @@ def run_showcase(model_path: str, output_dir: Path) -> dict:
     if not page["photos"]:
         print("   (no photograph: install the `demo` extra for matplotlib / scikit-image)")
 
+    tiles = [*images, face, mask.convert("RGB"), edited]
+    overview = Image.new("RGB", (128 * len(tiles) + 8 * (len(tiles) - 1), 128), "white")
+    for index, tile in enumerate(tiles):
+        overview.paste(tile.convert("RGB").resize((128, 128), Image.NEAREST), (136 * index, 0))
+    overview.save(output_dir / "overview.png")
     page["seconds"] = time.perf_counter() - started
     (output_dir / "index.html").write_text(render_page(page, model_path))
     print(f"   wrote {output_dir}/index.html and the PNGs in {page['seconds']:.0f} s")

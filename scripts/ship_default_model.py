@@ -1,0 +1,48 @@
+"""Put trained weights into the package as `unif2ace_hf.DEFAULT_MODEL`, stored in bf16 (run in fp32, see
+docs/decisions.md, issue 8).
+
+    python scripts/ship_default_model.py RUN/final                 # a training run's final folder
+    python scripts/ship_default_model.py OUT/model-0.safetensors OUT/model-1.safetensors ...   # GPU-script shards
+
+Every tensor of the shipped model must be present with the same shape (the strict loader would refuse anything
+else); the processor, tokenizer, scheduler and config files of the shipped folder are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+TARGET = Path(__file__).resolve().parents[1] / "src" / "unif2ace_hf" / "default_models" / "unif2ace-tiny"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sources", nargs="+", help="a final/ folder, or safetensors shards")
+    args = parser.parse_args(argv)
+    files = []
+    for source in map(Path, args.sources):
+        files.append(source / "model.safetensors" if source.is_dir() else source)
+    weights: dict[str, torch.Tensor] = {}
+    for file in files:
+        if not file.is_file():
+            print(f"error: sources: {str(file)!r} is not a file", file=sys.stderr)
+            return 2
+        weights.update(load_file(str(file)))
+    shipped = load_file(str(TARGET / "model.safetensors"))
+    if set(weights) != set(shipped) or any(weights[k].shape != shipped[k].shape for k in shipped):
+        extra, missing = sorted(set(weights) - set(shipped)), sorted(set(shipped) - set(weights))
+        print(f"error: sources: tensors do not match the shipped model (extra {extra[:5]}, missing {missing[:5]})")
+        return 2
+    stored = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous() for k, v in weights.items()}
+    save_file(dict(sorted(stored.items())), str(TARGET / "model.safetensors"), metadata={"format": "pt"})
+    print(f"wrote {TARGET / 'model.safetensors'} ({(TARGET / 'model.safetensors').stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
