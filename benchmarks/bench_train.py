@@ -7,7 +7,8 @@ second of step time, over this machine's measured matmul peak at the same dtype,
 shapes at the step's token count (the best of them). Each config runs in its own process, so its peak RSS is its own.
 
 Configs: `tiny` (the tiny-synthface recipe: the default model's architecture, batch 16) and `showo` (Show-o-sized
-layers: d 2048, 32 heads, FFN 8192, 4 layers, Show-o's vocabulary; dense; batch 8).
+layers: d 2048, 32 heads, FFN 8192, 4 layers, Show-o's vocabulary; dense; batch 12 rows, Show-o's smallest
+per-GPU batch).
 
     .venv/bin/python benchmarks/bench_train.py [--quick] [--configs tiny showo] [--output benchmarks/results_train.json]
 """
@@ -34,7 +35,8 @@ from unif2ace_hf.training.model_setup import build_model
 from unif2ace_hf.training.objective import TrainingObjective
 from unif2ace_hf.training.recipes import load_recipe
 
-CONFIGS = {"tiny": {"batch": 16}, "showo": {"batch": 8, "layers": 4}}
+# tiny: the recipe's batch; showo: Show-o's smallest per-GPU batch (instruction tuning: 5 t2i + 2 lm + 5 mmu rows)
+CONFIGS = {"tiny": {"batch": 16}, "showo": {"batch": 12, "layers": 4}}
 TINY_WORDS = (
     "woman man young old red brown black blond hair wavy straight curly eyes glasses beard smile freckles".split()
 )
