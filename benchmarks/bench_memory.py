@@ -83,16 +83,9 @@ def build_config(name: str):
         sizes = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=layers, num_attention_heads=32)
     else:
         raise ValueError(f"configs: unknown config {name!r}")
-    vq = UniF2aceVQConfig(
-        image_size=32,
-        base_channels=32,
-        encoder_channel_multipliers=[1, 2],
-        decoder_channel_multipliers=[1, 2],
-        encoder_num_res_blocks=[1, 1],
-        decoder_num_res_blocks=[1, 1],
-        attn_resolutions=[],
-        codebook_dim=codebook.bit_length() - 1,
-    )
+    from showo_sized import SHOWO_VQ
+
+    vq = UniF2aceVQConfig(**{**SHOWO_VQ, "codebook_dim": codebook.bit_length() - 1})
     return UniF2aceConfig(
         **showo_vocabulary_layout(text_vocab, codebook),
         bos_token_id=0,
