@@ -14,7 +14,7 @@ from pathlib import Path
 
 from local_hub import LocalHub
 
-CLIENT_TIMEOUT_S = 300
+CLIENT_TIMEOUT_S = 900  # one client process does every load; a loaded 2-core machine took over 300 s
 RESULT_MARKER = "RESULT "
 
 
