@@ -35,13 +35,15 @@ def faces(count: int = 3) -> list[Image.Image]:
 
 
 def show_o_answer(model, processor, image, question, new_tokens: int) -> str:
-    """Show-o's loop: the whole sequence through the model for each token (no cache), greedy."""
+    """Show-o's loop: the whole sequence through the model for each token (no cache), greedy, with the pipeline's
+    restriction of answers to text tokens."""
     inputs = processor(images=image, text=question)
     input_ids = model.fill_image_placeholders(inputs["input_ids"], inputs["pixel_values"])
     sequence = input_ids
     with torch.no_grad():
         for _ in range(new_tokens):
             logits = model(input_ids=sequence, use_cache=False).logits[:, -1]
+            logits[:, model.config.non_text_token_ids()] = -float("inf")
             next_token = logits.argmax(-1, keepdim=True)
             sequence = torch.cat([sequence, next_token], dim=1)
             if int(next_token) == model.config.eos_token_id:
@@ -141,3 +143,19 @@ def test_saved_pipeline_loads_as_remote_code_without_the_package(vqa, tmp_path):
     assert process.returncode == 0, process.stderr[-3000:]
     name, answer = process.stdout.strip().splitlines()[-1].split(" | ")
     assert name == "FaceUnderstandingPipeline" and answer.strip() == expected
+
+
+def test_answers_never_contain_image_or_special_tokens(checkpoint):
+    """A model that prefers `<|soi|>` (as an untrained one may) still answers in text: the pipeline suppresses every
+    id past the text vocabulary, so no image block is opened inside the cached sequence."""
+    from unif2ace_hf import UniF2aceForConditionalGeneration
+
+    folder = str(checkpoint[0])
+    model = UniF2aceForConditionalGeneration.from_pretrained(folder).eval()
+    with torch.no_grad():
+        model.lm_head.bias[model.config.soi_token_id] += 1e4
+        model.lm_head.bias[model.config.image_token_offset] += 1e4
+    vqa = pipeline("face-understanding", model=model, processor=folder, device="cpu")
+    output = vqa.forward(vqa.preprocess(faces(1)[0], question="What colour is her hair?"), max_new_tokens=6)
+    generated = output["sequences"].flatten().tolist()
+    assert generated and all(i < model.config.text_vocab_size or i == model.config.eos_token_id for i in generated)

@@ -44,9 +44,7 @@ def generate_text(
 ) -> list[str]:
     """Greedy answers (or captions, where the question is None), a batch of left-padded prompts at a time."""
     texts: list[str] = []
-    # answers are text: image codes and task/special tokens past the text vocabulary are never sampled
-    config = model.config
-    special = [i for i in range(config.text_vocab_size, config.vocab_size) if i != config.eos_token_id]
+    special = model.config.non_text_token_ids()
     for start in range(0, len(images), batch_size):
         inputs = processor.build_mmu_inputs(
             list(images[start : start + batch_size]), list(questions[start : start + batch_size])

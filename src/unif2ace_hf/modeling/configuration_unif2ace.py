@@ -303,6 +303,11 @@ class UniF2aceConfig(PreTrainedConfig):
         """Half-open id range `[start, stop)` of the image codes."""
         return self.image_token_offset, self.image_token_offset + self.codebook_size
 
+    def non_text_token_ids(self) -> list[int]:
+        """Ids an answer must never contain (padding, task/special tokens, image codes, mask): generation suppresses
+        them, since one stray `<|soi|>` would open an image block in the cached sequence."""
+        return [i for i in range(self.text_vocab_size, self.vocab_size) if i != self.eos_token_id]
+
     def _validate_unif2ace(self) -> None:
         """Reject layouts that would silently mis-route or mis-mask tokens."""
 

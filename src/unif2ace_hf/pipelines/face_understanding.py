@@ -92,6 +92,7 @@ class FaceUnderstandingPipeline(Pipeline):
         prompt_length = model_inputs["input_ids"].shape[1]
         generate_kwargs.setdefault("max_new_tokens", 64)
         generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs.setdefault("suppress_tokens", self.model.config.non_text_token_ids())
         if "generation_config" not in generate_kwargs and getattr(self, "generation_config", None) is not None:
             generate_kwargs["generation_config"] = self.generation_config
         sequences = self.model.generate(**model_inputs, **generate_kwargs)
