@@ -39,7 +39,6 @@ def test_answers_are_compared_without_case_spaces_or_final_stop():
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     from tiny_models import tiny_checkpoint
-
     from unif2ace_hf import UniF2aceMaskGITScheduler, UniF2acePipeline
 
     torch.manual_seed(0)
