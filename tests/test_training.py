@@ -10,25 +10,14 @@ import pytest
 import torch
 import yaml
 
+from tiny_models import TINY_RECIPE_MODEL
 from unif2ace_hf.cli import main as cli_main
 from unif2ace_hf.training.collator import TrainingCollator
 from unif2ace_hf.training.recipes import load_recipe
 
 TINY_RECIPE = {
     "extends": "tiny-synthface",
-    "model": {
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "token_moe_layers": [0, 1],
-        "num_routed_experts": 4,
-        "num_experts_per_tok": 2,
-        "moe_intermediate_size": 32,
-        "shared_expert_intermediate_size": 64,
-        "sequence_moe_layers": [1],
-        "noise_num_tokens": 4,
-    },
+    "model": TINY_RECIPE_MODEL,
     "training": {
         "batch_size": 8,
         "learning_rate": 3.0e-3,

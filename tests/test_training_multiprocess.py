@@ -20,22 +20,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from tiny_models import TINY_RECIPE_MODEL
 from unif2ace_hf.cli import main as cli_main
 
 RECIPE = {
     "extends": "tiny-synthface",
-    "model": {
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "token_moe_layers": [0, 1],
-        "num_routed_experts": 4,
-        "num_experts_per_tok": 2,
-        "moe_intermediate_size": 32,
-        "shared_expert_intermediate_size": 64,
-        "sequence_moe_layers": [],
-    },
+    "model": {**TINY_RECIPE_MODEL, "sequence_moe_layers": []},
     "loss": {"aux_weight": 0.0},
     "training": {
         "learning_rate": 1.0e-3,

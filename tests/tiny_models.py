@@ -21,6 +21,22 @@ TINY_MOE = dict(
 )
 
 
+# The `model` section of tiny training recipes (tests/test_training*.py): the tiny-synthface layout, shrunk.
+TINY_RECIPE_MODEL = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "token_moe_layers": [0, 1],
+    "num_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 64,
+    "sequence_moe_layers": [1],
+    "noise_num_tokens": 4,
+}
+
+
 def tiny_config(moe: bool = True, **overrides) -> UniF2aceConfig:
     kwargs = {**TINY_LAYOUT, **TINY_BACKBONE, **(TINY_MOE if moe else {}), **overrides}
     return UniF2aceConfig(**kwargs)
