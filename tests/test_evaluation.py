@@ -5,6 +5,7 @@ import random
 
 import pytest
 import torch
+from datasets import load_dataset
 
 from unif2ace_hf.cli import main as cli_main
 from unif2ace_hf.data.synthface import make_caption, sample_attributes
@@ -62,6 +63,7 @@ def test_eval_writes_every_metric_and_a_table(tmp_path, capsys, tiny_model_dir, 
     output = tmp_path / "eval" / "test.json"
     argv = ["eval", "--model", str(tiny_model_dir), "--data", str(synthface_dir), "--split", "test"]
     argv += ["--output", str(output), "--num-examples", "2", "--num-inference-steps", "2", "--batch-size", "4"]
+    argv += ["--predictions", str(tmp_path / "eval" / "answers.jsonl")]
     assert cli_main(argv) == 0
     results = json.loads(output.read_text())
     assert results["split"] == "test" and results["num_examples"] == 2
@@ -76,6 +78,22 @@ def test_eval_writes_every_metric_and_a_table(tmp_path, capsys, tiny_model_dir, 
     assert "| vqa_exact_match |" in table and "| judge_attribute_accuracy |" in table
     assert table in capsys.readouterr().out
 
+    # the predictions file holds exactly the answers the scores were computed from
+    records = [json.loads(line) for line in (tmp_path / "eval" / "answers.jsonl").read_text().splitlines()]
+    questions = [r for r in records if r["kind"] == "vqa"]
+    captions = [r for r in records if r["kind"] == "caption"]
+    assert len(questions) == understanding["num_questions"] and len(captions) == 2
+    for category, accuracy in understanding["per_category"].items():
+        marks = [r["correct"] for r in questions if r["category"] == category]
+        assert accuracy == pytest.approx(sum(marks) / len(marks))
+    for r in questions:
+        assert r["correct"] == (normalise_answer(r["prediction"]) == normalise_answer(r["answer"]))
+    rows = load_dataset(str(synthface_dir), split="test")
+    for r, row in zip(captions, rows):
+        claimed = parse_caption(r["prediction"])
+        assert r["reference"] == row["caption"]
+        assert r["wrong_attributes"] == sorted(c for c, v in claimed.items() if row["attributes"][c] != v)
+
 
 def test_eval_bad_input_names_the_argument(tmp_path, capsys, tiny_model_dir, synthface_dir):
     base = ["eval", "--data", str(synthface_dir), "--output", str(tmp_path / "x.json")]
@@ -87,6 +105,9 @@ def test_eval_bad_input_names_the_argument(tmp_path, capsys, tiny_model_dir, syn
     assert "--split" in capsys.readouterr().err
     assert cli_main(["eval", "--model", "default", "--data", str(tmp_path / "none"), "--output", "x.json"]) == 2
     assert "--data" in capsys.readouterr().err
+    only_generation = ["--model", str(tiny_model_dir), "--skip-understanding", "--predictions", "p.jsonl"]
+    assert cli_main([*base, *only_generation]) == 2
+    assert "--predictions" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
 
 

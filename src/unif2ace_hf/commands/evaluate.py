@@ -28,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-generation", action="store_true", help="understanding only")
     parser.add_argument("--skip-understanding", action="store_true", help="generation only")
     parser.add_argument("--images-dir", default=None, help="also save the generated faces here as PNGs")
+    parser.add_argument(
+        "--predictions",
+        default=None,
+        help="also write every question, caption and the model's answer here (JSON lines), to read errors one by one",
+    )
     parser.set_defaults(func=run_eval)
 
 
@@ -40,6 +45,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--guidance-scale: must be >= 0, got {args.guidance_scale}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    if args.predictions and args.skip_understanding:
+        raise ValueError("--predictions: records understanding answers, which --skip-understanding turns off")
     if args.skip_generation and args.skip_understanding:
         raise ValueError("--skip-generation and --skip-understanding: nothing left to score")
     if not Path(args.data).is_dir():
@@ -83,9 +90,13 @@ def run_eval(args: argparse.Namespace) -> int:
     results = {"model": str(args.model), "split": args.split, "num_examples": len(rows)}
     started = time.perf_counter()
     if not args.skip_understanding:
-        results["understanding"] = evaluate_understanding(
+        results["understanding"], records = evaluate_understanding(
             pipe.model, pipe.processor, rows, seed=args.seed, batch_size=args.batch_size
         )
+        if args.predictions:
+            predictions = Path(args.predictions)
+            predictions.parent.mkdir(parents=True, exist_ok=True)
+            predictions.write_text("".join(json.dumps(record) + "\n" for record in records))
     if not args.skip_generation:
         results["generation"], images = evaluate_generation(
             pipe,

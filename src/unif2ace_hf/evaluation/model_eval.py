@@ -58,32 +58,57 @@ def generate_text(
 
 def evaluate_understanding(
     model, processor, rows: Sequence[dict[str, Any]], seed: int = 0, batch_size: int = 32, caption_tokens: int = 160
-) -> dict[str, Any]:
-    images, questions, answers, categories = [], [], [], []
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Scores, and one record per question and per caption (what was asked, the truth, what the model said), so a
+    low score can be read answer by answer."""
+    images, questions, answers, categories, faces = [], [], [], [], []
     for index, row in enumerate(rows):
         for pair in make_qa(row["attributes"], random.Random(seed * 1_000_003 + index)):
             images.append(row["image"])
             questions.append(pair.question)
             answers.append(pair.answer)
             categories.append(REASONING if pair.kind == "reasoning" else pair.category)
+            faces.append(row.get("id", index))
     longest = max((len(processor.tokenizer(a)["input_ids"]) for a in answers), default=1)
     predicted = generate_text(model, processor, images, questions, longest + 4, batch_size)
     hits: dict[str, list[bool]] = defaultdict(list)
-    for category, answer, guess in zip(categories, answers, predicted):
-        hits[category].append(normalise_answer(guess) == normalise_answer(answer))
+    records: list[dict[str, Any]] = []
+    for face, category, question, answer, guess in zip(faces, categories, questions, answers, predicted):
+        correct = normalise_answer(guess) == normalise_answer(answer)
+        hits[category].append(correct)
+        records.append(
+            {
+                "kind": "vqa",
+                "face": face,
+                "category": category,
+                "question": question,
+                "answer": answer,
+                "prediction": guess,
+                "correct": correct,
+            }
+        )
     per_category = _per_category(hits)
 
     captions = generate_text(
         model, processor, [r["image"] for r in rows], [None] * len(rows), caption_tokens, batch_size
     )
     asserted = correct = mentioned = recalled = 0
-    for row, caption in zip(rows, captions):
+    for index, (row, caption) in enumerate(zip(rows, captions)):
         truth, said, claimed = row["attributes"], parse_caption(row["caption"]), parse_caption(caption)
         asserted += len(claimed)
         correct += sum(truth[c] == v for c, v in claimed.items())
         mentioned += len(said)
         recalled += sum(claimed.get(c) == v for c, v in said.items())
-    return {
+        records.append(
+            {
+                "kind": "caption",
+                "face": row.get("id", index),
+                "reference": row["caption"],
+                "prediction": caption,
+                "wrong_attributes": sorted(c for c, v in claimed.items() if truth[c] != v),
+            }
+        )
+    summary = {
         "vqa_exact_match": _mean(list(per_category.values())),
         "vqa_exact_match_micro": _mean([float(h) for v in hits.values() for h in v]),
         "num_questions": len(questions),
@@ -92,6 +117,7 @@ def evaluate_understanding(
         "caption_attribute_recall": recalled / mentioned if mentioned else 0.0,
         "caption_examples": [{"reference": r["caption"], "generated": c} for r, c in list(zip(rows, captions))[:3]],
     }
+    return summary, records
 
 
 def evaluate_generation(
