@@ -79,8 +79,10 @@ def _decode(source, name: str, what: str) -> Image.Image:
         raise ValueError(f"{name}: {what}: not an image format Pillow can read") from None
     except Image.DecompressionBombError as error:
         raise ValueError(f"{name}: {what}: {error}; refused") from None
-    except ValueError:
-        raise
+    except ValueError as error:  # ours (already named) or a header parser's, e.g. a truncated PPM header
+        if str(error).startswith(f"{name}: "):
+            raise
+        raise ValueError(f"{name}: {what}: {error}") from error
     except Exception as error:  # noqa: BLE001 - header parsers raise OSError, SyntaxError, struct.error, ...
         raise ValueError(f"{name}: {what}: {error or type(error).__name__}") from error
 
