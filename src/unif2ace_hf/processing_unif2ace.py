@@ -12,6 +12,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -77,14 +78,8 @@ def _decode(source, name: str, what: str) -> Image.Image:
             return _decode_opened(opened, name, what)
     except Image.UnidentifiedImageError:
         raise ValueError(f"{name}: {what}: not an image format Pillow can read") from None
-    except Image.DecompressionBombError as error:
-        raise ValueError(f"{name}: {what}: {error}; refused") from None
-    except ValueError as error:  # ours (already named) or a header parser's, e.g. a truncated PPM header
-        if str(error).startswith(f"{name}: "):
-            raise
-        raise ValueError(f"{name}: {what}: {error}") from error
-    except Exception as error:  # noqa: BLE001 - header parsers raise OSError, SyntaxError, struct.error, ...
-        raise ValueError(f"{name}: {what}: {error or type(error).__name__}") from error
+    except Exception as error:  # noqa: BLE001 - header parsers raise ValueError, OSError, SyntaxError, struct.error
+        _raise_named(error, name, what)
 
 
 def _decode_opened(opened: Image.Image, name: str, what: str) -> Image.Image:
@@ -92,14 +87,17 @@ def _decode_opened(opened: Image.Image, name: str, what: str) -> Image.Image:
         _check_pixel_count(opened.width, opened.height, name)
         opened.load()
         return ImageOps.exif_transpose(opened)
-    except Image.DecompressionBombError as error:
-        raise ValueError(f"{name}: {what}: {error}; refused") from None
-    except ValueError as error:
-        if str(error).startswith(f"{name}: "):
-            raise
-        raise ValueError(f"{name}: {what}: {error}") from error
     except Exception as error:  # noqa: BLE001 - decoders raise OSError, SyntaxError, EOFError, struct.error, ...
-        raise ValueError(f"{name}: {what}: {error or type(error).__name__}") from error
+        _raise_named(error, name, what)
+
+
+def _raise_named(error: Exception, name: str, what: str) -> NoReturn:
+    """Re-raise a decoding failure as a ValueError that starts with the argument's name (ours already does)."""
+    if isinstance(error, ValueError) and str(error).startswith(f"{name}: "):
+        raise error
+    if isinstance(error, Image.DecompressionBombError):
+        raise ValueError(f"{name}: {what}: {error}; refused") from None
+    raise ValueError(f"{name}: {what}: {error or type(error).__name__}") from error
 
 
 def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
