@@ -9,6 +9,8 @@
 #   set -o pipefail; OUT=$OUT MINUTES=7 bash scripts/train_default_tokenizer.sh 2>&1 | tail -40
 # Train the shipped model longer instead of from scratch (what produced the shipped weights' second stage):
 #   OUT=$OUT INIT_FROM=src/unif2ace_hf/default_models/unif2ace-vq-tiny LR=1e-4 MINUTES=2.2 IMAGES=50000 bash ...
+# With the perceptual term from the shipped SynthFace feature network (docs/decisions.md, "Perceptual term"):
+#   OUT=$OUT PERCEPTUAL=1.0 MINUTES=7 bash scripts/train_default_tokenizer.sh
 # Then copy $OUT/unif2ace-vq-tiny/model.safetensors (and config.json without auto_map) into
 # src/unif2ace_hf/default_models/unif2ace-vq-tiny/, and on the CPU:
 #   unif2ace data synthface --num-images 5120 --size 64 --seed 0 --output-dir /tmp/sf64
@@ -22,6 +24,7 @@ MINUTES=${MINUTES:-7}         # training time budget; the learning rate decays o
 STEPS=${STEPS:-40000}         # step budget (whichever runs out first)
 BATCH=${BATCH:-128}
 LR=${LR:-4e-4}
+PERCEPTUAL=${PERCEPTUAL:-}    # weight of the perceptual loss (shipped feature network); empty = pixel losses only
 INIT_FROM=${INIT_FROM:-}      # e.g. src/unif2ace_hf/default_models/unif2ace-vq-tiny to train the shipped model longer
 RUN=${RUN:-/tmp/unif2ace-vq-run}
 EVAL_IMAGES=${EVAL_IMAGES:-512}
@@ -43,6 +46,7 @@ rm -rf "$RUN"
   --data "synthface:$IMAGES" --output-dir "$RUN" --config tiny --bf16 \
   --max-steps "$STEPS" --max-minutes "$MINUTES" --batch-size "$BATCH" --learning-rate "$LR" \
   --warmup-steps 500 --log-steps 100 --save-steps 1000000 --no-progress ${INIT_FROM:+--init-from "$INIT_FROM"} \
+  ${PERCEPTUAL:+--perceptual-net default --perceptual-weight "$PERCEPTUAL"} \
   2>&1 | tee "$OUT/train.log"
 
 # Held-out faces: the same distribution, another seed stream.

@@ -38,6 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--init-from", default=None, help="start from this tokenizer folder's weights and config (a warm start)"
     )
+    train.add_argument(
+        "--perceptual-net",
+        default=None,
+        help="feature network for the perceptual loss: `default` (shipped) or a folder from `unif2ace data "
+        "train-judge` (docs/decisions.md)",
+    )
+    train.add_argument("--perceptual-weight", type=float, default=None, help="weight of the perceptual loss (1.0)")
     train.add_argument("--max-steps", type=int, default=20000)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--learning-rate", type=float, default=4e-4)
@@ -92,6 +99,7 @@ def run_convert(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
+    from unif2ace_hf.modeling.tokenizer_losses import TokenizerLossWeights
     from unif2ace_hf.training.tokenizer_trainer import TokenizerTrainingArguments, train_tokenizer
 
     if args.threads:
@@ -114,6 +122,12 @@ def run_train(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         resume=args.resume,
         progress=not args.no_progress,
+        perceptual_net=args.perceptual_net,
+        loss_weights=TokenizerLossWeights(
+            perceptual=(1.0 if args.perceptual_weight is None else args.perceptual_weight)
+            if args.perceptual_net
+            else (args.perceptual_weight or 0.0)
+        ),
     )
     try:
         summary = train_tokenizer(training_args)

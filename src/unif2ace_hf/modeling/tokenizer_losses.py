@@ -1,7 +1,8 @@
 """Training losses of the image tokenizer: reconstruction (L1 + an image-gradient term), LFQ commitment and LFQ
-entropy.
+entropy, and optionally a perceptual term from a feature network trained on SynthFace
+(`training/perceptual_loss.py`).
 
-Perceptual term: no network is downloaded (no LPIPS/VGG, no GAN). SynthFace faces are flat colour regions whose
+Pixel-level perceptual term: no network is downloaded (no LPIPS/VGG, no GAN). SynthFace faces are flat colour regions whose
 labels live in thin lines and small dots (eyebrow shapes, freckles, moles, glasses rims); an L1 loss on the
 horizontal and vertical finite differences weights exactly those edges, costs two subtractions, and needs no
 weights. See `docs/decisions.md` ("Image tokenizer").
@@ -10,6 +11,7 @@ weights. See `docs/decisions.md` ("Image tokenizer").
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +31,7 @@ class TokenizerLossWeights:
     commitment: float = 0.1
     entropy: float = 0.1
     entropy_temperature: float = 1.0
+    perceptual: float = 0.0
 
 
 def image_gradient_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -74,9 +77,20 @@ def commitment_loss(latents: torch.Tensor) -> torch.Tensor:
 
 
 def tokenizer_loss(
-    reconstruction: torch.Tensor, target: torch.Tensor, latents: torch.Tensor, weights: TokenizerLossWeights
+    reconstruction: torch.Tensor,
+    target: torch.Tensor,
+    latents: torch.Tensor,
+    weights: TokenizerLossWeights,
+    perceptual_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """All terms (unweighted) plus `loss`, their weighted sum; also the batch PSNR in dB (images in [-1, 1])."""
+    """All terms (unweighted) plus `loss`, their weighted sum; also the batch PSNR in dB (images in [-1, 1]).
+
+    `perceptual_loss(reconstruction, target)` (e.g. `training.perceptual_loss.PerceptualFeatureLoss`) is required
+    when `weights.perceptual > 0` and adds the `perceptual` term."""
+    if weights.perceptual > 0 and perceptual_loss is None:
+        raise ValueError("`perceptual_loss`: the perceptual weight is > 0 but no perceptual network was given.")
+    if perceptual_loss is not None:
+        perceptual = perceptual_loss(reconstruction, target)
     reconstruction, target = reconstruction.float(), target.float()
     terms = {
         "l1": (reconstruction - target).abs().mean(),
@@ -86,6 +100,8 @@ def tokenizer_loss(
     }
     sample_entropy, codebook_entropy = lfq_entropy_terms(latents, weights.entropy_temperature)
     terms["entropy"] = sample_entropy - codebook_entropy
+    if perceptual_loss is not None:
+        terms["perceptual"] = perceptual
     terms["codebook_entropy"] = codebook_entropy.detach()
     terms["loss"] = (
         weights.l1 * terms["l1"]
@@ -94,6 +110,8 @@ def tokenizer_loss(
         + weights.commitment * terms["commitment"]
         + weights.entropy * terms["entropy"]
     )
+    if perceptual_loss is not None:
+        terms["loss"] = terms["loss"] + weights.perceptual * terms["perceptual"]
     with torch.no_grad():
         clamped_mse = (reconstruction.clamp(-1, 1) - target).pow(2).mean()
         terms["psnr"] = 10 * torch.log10(4.0 / clamped_mse.clamp_min(1e-10))

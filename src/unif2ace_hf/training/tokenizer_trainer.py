@@ -22,6 +22,7 @@ from ..modeling.configuration_unif2ace import UniF2aceVQConfig
 from ..modeling.image_tokenizer import UniF2aceVQModel
 from ..modeling.tokenizer_losses import TokenizerLossWeights, tokenizer_loss
 from .checkpointing import begin_checkpoint, commit_checkpoint, find_latest
+from .perceptual_loss import PerceptualFeatureLoss
 from .tokenizer_data import load_images, to_pixel_values
 
 TOKENIZER_PRESETS: dict[str, dict] = {
@@ -85,6 +86,7 @@ class TokenizerTrainingArguments:
     resume: bool = False
     progress: bool = True
     loss_weights: TokenizerLossWeights = field(default_factory=TokenizerLossWeights)
+    perceptual_net: str | None = None
 
 
 def build_vq_config(name_or_path: str, overrides: dict | None = None) -> UniF2aceVQConfig:
@@ -193,6 +195,12 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
         raise ValueError(
             f"`output_dir`: {output_dir} already holds a run; pass resume=True (--resume) or a new folder."
         )
+    if (args.perceptual_net is None) != (args.loss_weights.perceptual == 0):
+        raise ValueError(
+            "`perceptual_net`: give a feature network folder exactly when the perceptual loss weight is > 0 "
+            f"(perceptual_net={args.perceptual_net!r}, weight={args.loss_weights.perceptual})."
+        )
+    perceptual_loss = PerceptualFeatureLoss.from_pretrained(args.perceptual_net) if args.perceptual_net else None
     output_dir.mkdir(parents=True, exist_ok=True)
 
     config = build_vq_config(args.init_from or args.config, args.config_overrides)
@@ -221,6 +229,15 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
         model.parameters(), lr=args.learning_rate, betas=args.adam_betas, weight_decay=args.weight_decay
     )
     model, optimizer = accelerator.prepare(model, optimizer)
+    perceptual_in_autocast = None
+    if perceptual_loss is not None:
+        perceptual_loss = perceptual_loss.to(accelerator.device)
+
+        def perceptual_in_autocast(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            # the feature network runs in the training precision; the loss terms themselves stay in fp32
+            with accelerator.autocast():
+                return perceptual_loss(reconstruction, target)
+
     sampler = _BatchSampler(len(images), args.batch_size, args.seed)
 
     step, elapsed_before = 0, 0.0
@@ -271,7 +288,9 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
         pixel_values = to_pixel_values(images[sampler.next().to(images.device)])
         with accelerator.autocast():
             output = model(pixel_values)
-        terms = tokenizer_loss(output.reconstruction, pixel_values, output.latents, args.loss_weights)
+        terms = tokenizer_loss(
+            output.reconstruction, pixel_values, output.latents, args.loss_weights, perceptual_in_autocast
+        )
         accelerator.backward(terms["loss"])
         accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         optimizer.step()
