@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_t2i.py
 	$(PY) benchmarks/bench_train.py
 	-$(PY) benchmarks/bench_synthface_render.py
+	$(PY) benchmarks/bench_tokenizer_train.py
 	$(PY) benchmarks/report.py
 
 clean:

@@ -67,6 +67,13 @@ def test_weight_without_network_and_missing_folder_are_named(tmp_path, feature_n
         one_step_run(tmp_path / "a", faces, loss_weights=TokenizerLossWeights(perceptual=1.0))
     with pytest.raises(ValueError, match="perceptual_net"):
         one_step_run(tmp_path / "b", faces, perceptual_net=str(feature_net_dir))
+    with pytest.raises(ValueError, match="perceptual_weight"):
+        one_step_run(
+            tmp_path / "c",
+            faces,
+            perceptual_net=str(feature_net_dir),
+            loss_weights=TokenizerLossWeights(perceptual=-1.0),
+        )
 
 
 def one_step_run(output_dir, faces, **fields) -> None:

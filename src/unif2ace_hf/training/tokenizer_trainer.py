@@ -195,6 +195,8 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
         raise ValueError(
             f"`output_dir`: {output_dir} already holds a run; pass resume=True (--resume) or a new folder."
         )
+    if args.loss_weights.perceptual < 0:
+        raise ValueError(f"`perceptual_weight` must be >= 0, got {args.loss_weights.perceptual}.")
     if (args.perceptual_net is None) != (args.loss_weights.perceptual == 0):
         raise ValueError(
             "`perceptual_net`: give a feature network folder exactly when the perceptual loss weight is > 0 "

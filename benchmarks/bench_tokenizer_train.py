@@ -1,0 +1,98 @@
+"""Image-tokenizer training step on the CPU: memory format (contiguous vs channels_last), precision (fp32 vs bf16
+autocast), and what the perceptual term costs.
+
+A step is what `train_tokenizer` does: forward, `tokenizer_loss` (optionally with the shipped SynthFace feature
+network), backward, gradient clipping, AdamW. The `tiny` preset (the default tokenizer's sizes) at batch 16, the batch
+of the CPU runs in docs/decisions.md. Variants run interleaved in one process on copies of one initialisation.
+
+    .venv/bin/python benchmarks/bench_tokenizer_train.py [--repeats 8] [--threads 1] [--output benchmarks/results_tokenizer_train.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from bench_common import interleaved_samples, machine_info
+from unif2ace_hf.modeling.image_tokenizer import UniF2aceVQModel
+from unif2ace_hf.modeling.tokenizer_losses import TokenizerLossWeights, tokenizer_loss
+from unif2ace_hf.training.perceptual_loss import PerceptualFeatureLoss
+from unif2ace_hf.training.tokenizer_data import render_synthface, to_pixel_values
+from unif2ace_hf.training.tokenizer_trainer import build_vq_config
+
+VARIANTS = {
+    # name: (autocast dtype or None, memory format, perceptual weight)
+    "fp32": (None, torch.contiguous_format, 0.0),
+    "bf16": (torch.bfloat16, torch.contiguous_format, 0.0),
+    "bf16_channels_last": (torch.bfloat16, torch.channels_last, 0.0),
+    "fp32_channels_last": (None, torch.channels_last, 0.0),
+    "bf16_perceptual": (torch.bfloat16, torch.contiguous_format, 1.0),
+}
+
+
+def make_step(model, pixel_values, dtype, memory_format, perceptual_weight, perceptual):
+    model = model.to(memory_format=memory_format)
+    pixel_values = pixel_values.contiguous(memory_format=memory_format)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99))
+    weights = TokenizerLossWeights(perceptual=perceptual_weight)
+
+    def loss_fn(reconstruction, target):
+        with torch.autocast("cpu", dtype=dtype) if dtype else nullcontext():
+            return perceptual(reconstruction, target)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=dtype) if dtype else nullcontext():
+            output = model(pixel_values)
+        terms = tokenizer_loss(
+            output.reconstruction, pixel_values, output.latents, weights, loss_fn if perceptual_weight else None
+        )
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results_tokenizer_train.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    base = UniF2aceVQModel(build_vq_config("tiny")).train()
+    pixel_values = to_pixel_values(render_synthface(args.batch_size, size=64, seed=0, workers=1))
+    perceptual = PerceptualFeatureLoss.from_pretrained("default")
+    steps = {
+        name: make_step(copy.deepcopy(base), pixel_values, dtype, memory_format, weight, perceptual)
+        for name, (dtype, memory_format, weight) in VARIANTS.items()
+    }
+    samples = interleaved_samples(steps, args.repeats)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    rows = [
+        {
+            "variant": name,
+            "step_s": medians[name],
+            "images_per_s": args.batch_size / medians[name],
+            "speedup_vs_bf16": medians["bf16"] / medians[name],
+        }
+        for name in VARIANTS
+    ]
+    result = {"machine": machine_info(args.threads), "batch_size": args.batch_size, "rows": rows, "samples_s": samples}
+    Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{'variant':22s} {'step (s)':>9s} {'images/s':>9s} {'vs bf16':>8s}")
+    for row in rows:
+        print(f"{row['variant']:22s} {row['step_s']:9.3f} {row['images_per_s']:9.1f} {row['speedup_vs_bf16']:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
