@@ -124,9 +124,9 @@ def run_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         perceptual_net=args.perceptual_net,
         loss_weights=TokenizerLossWeights(
-            perceptual=(1.0 if args.perceptual_weight is None else args.perceptual_weight)
-            if args.perceptual_net
-            else (args.perceptual_weight or 0.0)
+            perceptual=args.perceptual_weight
+            if args.perceptual_weight is not None
+            else float(bool(args.perceptual_net))
         ),
     )
     try:

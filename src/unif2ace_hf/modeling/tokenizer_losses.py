@@ -2,9 +2,9 @@
 entropy, and optionally a perceptual term from a feature network trained on SynthFace
 (`training/perceptual_loss.py`).
 
-Pixel-level perceptual term: no network is downloaded (no LPIPS/VGG, no GAN). SynthFace faces are flat colour regions whose
-labels live in thin lines and small dots (eyebrow shapes, freckles, moles, glasses rims); an L1 loss on the
-horizontal and vertical finite differences weights exactly those edges, costs two subtractions, and needs no
+Pixel-level perceptual term: no network is downloaded (no LPIPS/VGG, no GAN). SynthFace faces are flat colour
+regions whose labels live in thin lines and small dots (eyebrow shapes, freckles, moles, glasses rims); an L1 loss on
+the horizontal and vertical finite differences weights exactly those edges, costs two subtractions, and needs no
 weights. See `docs/decisions.md` ("Image tokenizer").
 """
 
@@ -89,8 +89,6 @@ def tokenizer_loss(
     when `weights.perceptual > 0` and adds the `perceptual` term."""
     if weights.perceptual > 0 and perceptual_loss is None:
         raise ValueError("`perceptual_loss`: the perceptual weight is > 0 but no perceptual network was given.")
-    if perceptual_loss is not None:
-        perceptual = perceptual_loss(reconstruction, target)
     reconstruction, target = reconstruction.float(), target.float()
     terms = {
         "l1": (reconstruction - target).abs().mean(),
@@ -101,7 +99,7 @@ def tokenizer_loss(
     sample_entropy, codebook_entropy = lfq_entropy_terms(latents, weights.entropy_temperature)
     terms["entropy"] = sample_entropy - codebook_entropy
     if perceptual_loss is not None:
-        terms["perceptual"] = perceptual
+        terms["perceptual"] = perceptual_loss(reconstruction, target)
     terms["codebook_entropy"] = codebook_entropy.detach()
     terms["loss"] = (
         weights.l1 * terms["l1"]
@@ -109,9 +107,8 @@ def tokenizer_loss(
         + weights.gradient * terms["gradient"]
         + weights.commitment * terms["commitment"]
         + weights.entropy * terms["entropy"]
+        + weights.perceptual * terms.get("perceptual", 0.0)
     )
-    if perceptual_loss is not None:
-        terms["loss"] = terms["loss"] + weights.perceptual * terms["perceptual"]
     with torch.no_grad():
         clamped_mse = (reconstruction.clamp(-1, 1) - target).pow(2).mean()
         terms["psnr"] = 10 * torch.log10(4.0 / clamped_mse.clamp_min(1e-10))
