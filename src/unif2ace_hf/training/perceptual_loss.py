@@ -16,13 +16,11 @@ averaged over positions and stages.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from ..evaluation.attribute_judge import AttributeJudgeModel
+from ..evaluation.attribute_judge import INPUT_SIZE, AttributeJudge, AttributeJudgeModel
 
 DEFAULT_PERCEPTUAL_NET = str(Path(__file__).resolve().parent / "weights" / "synthface-features")
 """The shipped feature network (`perceptual_net="default"`), trained with
@@ -39,7 +37,7 @@ class PerceptualFeatureLoss(nn.Module):
         self.network = network.eval()
         for parameter in self.network.parameters():
             parameter.requires_grad_(False)
-        self.input_size = 64
+        self.input_size = INPUT_SIZE
         # compared outputs: the layer before each stride-2 conv and the last layer (strides 1, 2, 4, 8, 16)
         strided = [i for i, layer in enumerate(network.features) if layer[0].stride == (2, 2)]
         self.stage_indices = tuple(i - 1 for i in strided) + (len(network.features) - 1,)
@@ -51,13 +49,6 @@ class PerceptualFeatureLoss(nn.Module):
         path = DEFAULT_PERCEPTUAL_NET if str(path) == "default" else path
         if not Path(path).is_dir():
             raise ValueError(f"`perceptual_net`: {str(path)!r} is not a folder written by `unif2ace data train-judge`.")
-        # The judge module imports the SynthFace taxonomy; this makes that work where `datasets` is missing (GPU
-        # machines), as tokenizer training itself does.
-        from .tokenizer_data import _synthface_modules
-
-        _synthface_modules()
-        from ..evaluation.attribute_judge import AttributeJudge
-
         return cls(AttributeJudge.from_pretrained(path).model)
 
     def train(self, mode: bool = True) -> PerceptualFeatureLoss:

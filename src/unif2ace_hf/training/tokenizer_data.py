@@ -8,12 +8,9 @@ always there: a `datasets` parquet folder (via `datasets` when installed, else p
 from __future__ import annotations
 
 import glob
-import importlib
 import io
 import os
 import random
-import sys
-import types
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -94,37 +91,17 @@ def _load_npy(path: Path, size: int | None, limit: int | None) -> torch.Tensor:
     return torch.from_numpy(np.array(array))  # a writable copy of the memory map
 
 
-def _synthface_modules() -> tuple[types.ModuleType, types.ModuleType]:
-    """SynthFace's renderer and attribute sampler. `unif2ace_hf.data` imports `datasets` on import; where that is
-    missing (GPU machines) the two modules, which need only PIL, are loaded from their files directly."""
-    try:
-        render = importlib.import_module("unif2ace_hf.data.synthface.render")
-        sampler = importlib.import_module("unif2ace_hf.data.synthface.sampler")
-        return render, sampler
-    except ModuleNotFoundError as error:
-        if error.name != "datasets":
-            raise
-    import unif2ace_hf
-
-    folder = Path(unif2ace_hf.__file__).parent / "data" / "synthface"
-    for name, path in (("unif2ace_hf.data", folder.parent), ("unif2ace_hf.data.synthface", folder)):
-        stub = types.ModuleType(name)
-        stub.__path__ = [str(path)]
-        sys.modules[name] = stub
-    return (
-        importlib.import_module("unif2ace_hf.data.synthface.render"),
-        importlib.import_module("unif2ace_hf.data.synthface.sampler"),
-    )
-
-
 def _render_range(args: tuple[int, int, int, int]) -> np.ndarray:
+    # imported here: `unif2ace_hf.data` needs only PIL for these (the `datasets` parts load on first use)
+    from ..data.synthface.render import render
+    from ..data.synthface.sampler import sample_attributes
+
     start, stop, size, seed = args
-    render, sampler = _synthface_modules()
     out = np.empty((stop - start, size, size, 3), dtype=np.uint8)
     for i in range(start, stop):
         rng = random.Random(f"unif2ace-tokenizer/{seed}/{i}")
-        attributes = sampler.sample_attributes(rng)
-        out[i - start] = np.asarray(render.render(attributes, size=size, seed=rng.getrandbits(31)).convert("RGB"))
+        attributes = sample_attributes(rng)
+        out[i - start] = np.asarray(render(attributes, size=size, seed=rng.getrandbits(31)).convert("RGB"))
     return out
 
 

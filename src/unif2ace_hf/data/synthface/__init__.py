@@ -1,6 +1,11 @@
-"""SynthFace: a procedural face data set with exact fine-grained labels (the embedded stand-in for UniF²ace-130K)."""
+"""SynthFace: a procedural face data set with exact fine-grained labels (the embedded stand-in for UniF²ace-130K).
 
-from .builder import build_synthface, generate_rows, make_row, split_sizes, write_synthface
+The builder (which writes `datasets` folders) is imported on first use, so rendering, sampling, captions and QA
+work where `datasets` is not installed.
+"""
+
+import importlib
+
 from .captions import make_caption
 from .qa import QAPair, make_qa
 from .render import render
@@ -36,3 +41,14 @@ __all__ = [
     "validate_attributes",
     "write_synthface",
 ]
+
+
+_BUILDER_NAMES = {"build_synthface", "generate_rows", "make_row", "split_sizes", "write_synthface"}
+
+
+def __getattr__(name: str):
+    if name in _BUILDER_NAMES:
+        value = getattr(importlib.import_module(".builder", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
