@@ -250,6 +250,48 @@ def train_section(result: dict | None) -> list[str]:
     )
 
 
+def packed_questions_section(result: dict | None) -> list[str]:
+    if not result:
+        return []
+    lines = [
+        "## 4b. Packed understanding rows",
+        "",
+        "`bench_packed_questions.py`: the same training step with one question per understanding row (the recipe's "
+        "default) and with packed rows (`data.questions_per_image`), tiny-synthface model, batch "
+        f"{result['batch_size']}, real SynthFace questions; questions = answered questions (segments) per step, "
+        "interleaved, median step time.",
+        "",
+    ]
+    rows = [
+        [
+            f"`{r['variant']}`",
+            f"{r['questions_per_image']}",
+            f"{r['t2i_fraction']}",
+            f"{r['length']:.0f}",
+            f"{r['step_s']:.2f}",
+            f"{r['questions']:.1f}",
+            f"{r['questions_per_s']:.1f}",
+            f"**{r['questions_per_s_vs_one_question']:.2f}×**",
+            f"{r['t2i_rows_per_s']:.1f}",
+        ]
+        for r in result["rows"]
+    ]
+    return lines + table(
+        [
+            "variant",
+            "questions per image",
+            "t2i fraction",
+            "batch length",
+            "step (s)",
+            "questions / step",
+            "questions / s",
+            "vs one question",
+            "t2i rows / s",
+        ],
+        rows,
+    )
+
+
 def scheduler_section(result: dict | None) -> list[str]:
     if not result:
         return []
@@ -291,7 +333,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
     names = ["results_t2i.json", "results_understanding.json", "results_moe.json", "results_train.json"]
-    names.append("results_scheduler.json")
+    names += ["results_scheduler.json", "results_packed_questions.json"]
     results = {name: load(args.folder, name) for name in names}
     keys = {key: (results[source] or {}).get(key) for key, (source, *_) in TARGETS.items()}
 
@@ -321,6 +363,7 @@ def main() -> None:
     lines += understanding_section(results["results_understanding.json"])
     lines += moe_section(results["results_moe.json"])
     lines += train_section(results["results_train.json"])
+    lines += packed_questions_section(results["results_packed_questions.json"])
     lines += scheduler_section(results["results_scheduler.json"])
     lines += profiles_section(results, keys)
     (args.folder / "RESULTS.md").write_text("\n".join(lines).rstrip() + "\n")

@@ -298,29 +298,85 @@ class UniF2aceProcessor(ProcessorMixin):
                 f"image_codes: expected (B, N) codes with B questions and answers, got {tuple(image_codes.shape)}, "
                 f"{len(questions)} questions, {len(answers)} answers"
             )
-        ids = self.special_ids
         rows, label_rows = [], []
         for index, (codes, question, answer) in enumerate(zip(image_codes, questions, answers)):
-            question = self.caption_prompt if question is None or not str(question).strip() else str(question)
-            prompt = [ids["mmu"], ids["soi"], *(codes + self.image_token_offset).tolist(), ids["eoi"], ids["sot"]]
-            prompt += self._chat_prompt_ids(question, index)
-            # the template renders `ASSISTANT: {answer}{eos}`; the generation prompt stops after `ASSISTANT:`
-            answer_ids = self._user_text_ids(" " + str(answer).strip())
-            if len(answer_ids) > max_answer_length:
-                warnings.warn(
-                    f"answers[{index}]: {len(answer_ids)} tokens long; keeping the first {max_answer_length}",
-                    stacklevel=2,
-                )
-                answer_ids = answer_ids[:max_answer_length]
-            target = [*answer_ids, ids["eot"]]
-            rows.append(prompt + target)
-            label_rows.append([-100] * len(prompt) + target)
-        batch = self._left_pad(rows, ids["pad"])
+            prompt = self._mmu_image_prefix(codes)
+            segment, segment_labels = self._mmu_training_segment(question, answer, index, max_answer_length)
+            rows.append(prompt + segment)
+            label_rows.append([-100] * len(prompt) + segment_labels)
+        batch = self._left_pad(rows, self.special_ids["pad"])
         labels = torch.full_like(batch["input_ids"], -100)
         for i, row in enumerate(label_rows):
             labels[i, labels.shape[1] - len(row) :] = torch.tensor(row)
         batch["labels"] = labels
         return batch
+
+    def build_packed_mmu_training_inputs(
+        self,
+        image_codes: torch.Tensor,
+        conversations: list[list[tuple[str | None, str]]],
+        max_answer_length: int = 256,
+    ) -> BatchFeature:
+        """Understanding rows that share one image among several `(question, answer)` segments.
+
+        Row `i` is the image prefix of `image_codes[i]` followed by one segment per pair of `conversations[i]`, each
+        rendered exactly as `build_mmu_training_inputs` renders it. Besides `input_ids`, `attention_mask` and `labels`
+        it returns `segment_ids` (0 on the prefix and padding, k on the k-th segment) and `position_ids` (every
+        segment starts where the prefix ends), so that with `omni_attention.segment_visibility` each segment sees the
+        image and itself only: the same losses as one row per pair, for one pass over the image tokens.
+        """
+        if image_codes.ndim != 2 or len(conversations) != image_codes.shape[0]:
+            raise ValueError(
+                f"image_codes: expected (B, N) codes with B conversations, got {tuple(image_codes.shape)} and "
+                f"{len(conversations)} conversations"
+            )
+        rows, label_rows, segment_rows, position_rows = [], [], [], []
+        for index, (codes, pairs) in enumerate(zip(image_codes, conversations)):
+            if not pairs:
+                raise ValueError(f"conversations[{index}]: needs at least one (question, answer) pair")
+            prompt = self._mmu_image_prefix(codes)
+            row, labels = list(prompt), [-100] * len(prompt)
+            segments, positions = [0] * len(prompt), list(range(len(prompt)))
+            for number, (question, answer) in enumerate(pairs, start=1):
+                segment, segment_labels = self._mmu_training_segment(question, answer, index, max_answer_length)
+                row += segment
+                labels += segment_labels
+                segments += [number] * len(segment)
+                positions += range(len(prompt), len(prompt) + len(segment))
+            rows.append(row)
+            label_rows.append(labels)
+            segment_rows.append(segments)
+            position_rows.append(positions)
+        batch = self._left_pad(rows, self.special_ids["pad"])
+        length = batch["input_ids"].shape[1]
+        for key, values in (("labels", label_rows), ("segment_ids", segment_rows), ("position_ids", position_rows)):
+            tensor = torch.full((len(rows), length), -100 if key == "labels" else 0, dtype=torch.long)
+            for i, row in enumerate(values):
+                tensor[i, length - len(row) :] = torch.tensor(row)
+            batch[key] = tensor
+        return batch
+
+    def _mmu_image_prefix(self, codes: torch.Tensor) -> list[int]:
+        """`<|mmu|><|soi|> codes <|eoi|><|sot|>`: the part of an understanding row every question shares."""
+        ids = self.special_ids
+        return [ids["mmu"], ids["soi"], *(codes + self.image_token_offset).tolist(), ids["eoi"], ids["sot"]]
+
+    def _mmu_training_segment(
+        self, question: str | None, answer: str, index: int, max_answer_length: int
+    ) -> tuple[list[int], list[int]]:
+        """The chat-templated question, the answer and eos, with labels on the answer and eos only."""
+        question = self.caption_prompt if question is None or not str(question).strip() else str(question)
+        prompt = self._chat_prompt_ids(question, index)
+        # the template renders `ASSISTANT: {answer}{eos}`; the generation prompt stops after `ASSISTANT:`
+        answer_ids = self._user_text_ids(" " + str(answer).strip())
+        if len(answer_ids) > max_answer_length:
+            warnings.warn(
+                f"answers[{index}]: {len(answer_ids)} tokens long; keeping the first {max_answer_length}",
+                stacklevel=3,
+            )
+            answer_ids = answer_ids[:max_answer_length]
+        target = [*answer_ids, self.special_ids["eot"]]
+        return prompt + target, [-100] * len(prompt) + target
 
     def _chat_prompt_ids(self, question: str, index: int) -> list[int]:
         """Template ids around the question; an over-long question loses its end (with a warning), never the

@@ -154,6 +154,20 @@ def build_omni_attention_mask(
     return allowed[:, None]
 
 
+def segment_visibility(segment_ids: torch.LongTensor) -> torch.Tensor:
+    """Boolean `(B, 1, L, L)`: True where query and key share a segment or the key is in segment 0.
+
+    Packed training rows (`UniF2aceProcessor.build_packed_mmu_training_inputs`) put several question/answer segments
+    after one shared image prefix (segment 0). AND-ed with `build_omni_attention_mask`, this lets each segment see
+    the prefix and itself but never another segment, so a packed row computes what separate rows would.
+    """
+    if segment_ids.dim() != 2:
+        raise ValueError(f"segment_ids: expected shape (batch, length), got {tuple(segment_ids.shape)}")
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    shared = (segment_ids == 0)[:, None, :]
+    return (same | shared)[:, None]
+
+
 def validate_4d_mask(attention_mask: torch.Tensor, batch_size: int, query_length: int, key_length: int) -> None:
     """A user-built 4-D mask must be `(B or 1, 1, query_length, key_length)`."""
     shape = tuple(attention_mask.shape)
@@ -178,6 +192,7 @@ __all__ = [
     "build_omni_attention_mask",
     "find_bidirectional_blocks",
     "infer_tasks",
+    "segment_visibility",
     "tasks_to_codes",
     "validate_4d_mask",
     "TASK_LM",

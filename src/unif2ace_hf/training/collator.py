@@ -37,6 +37,10 @@ class TrainingCollator:
     Returns `input_ids`, `attention_mask`, `labels` (understanding targets, unshifted, answer tokens only),
     `image_labels` (the code at every masked t2i image position, -100 elsewhere), `mask_ratio` (per row; 0 for
     understanding rows) and `num_mmu_tokens` / `num_image_tokens` (the counts the loss is normalised by).
+
+    With `questions_per_image > 1` an understanding row packs several questions about its image (the image tokens,
+    most of a row, are then computed once for all of them) and the batch also has `segment_ids` and `position_ids`
+    (see `UniF2aceProcessor.build_packed_mmu_training_inputs`).
     """
 
     processor: UniF2aceProcessor
@@ -46,10 +50,21 @@ class TrainingCollator:
     caption_dropout: float = 0.1
     caption_qa_fraction: float = 0.2
     max_answer_length: int = 256
+    questions_per_image: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.questions_per_image, bool) or not isinstance(self.questions_per_image, int):
+            raise ValueError(f"questions_per_image: expected an integer >= 1, got {self.questions_per_image!r}")
+        if self.questions_per_image < 1:
+            raise ValueError(f"questions_per_image: expected an integer >= 1, got {self.questions_per_image}")
+
+    @property
+    def packs_questions(self) -> bool:
+        return self.questions_per_image > 1
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         t2i: list[tuple[torch.Tensor, str, torch.Generator]] = []
-        mmu: list[tuple[torch.Tensor, str | None, str]] = []
+        mmu: list[tuple[torch.Tensor, list[tuple[str | None, str]]]] = []
         for row in rows:
             seed = row_seed(self.seed, int(row["_epoch"]), int(row["_index"]))
             rng = random.Random(seed)
@@ -58,12 +73,7 @@ class TrainingCollator:
                 caption = "" if rng.random() < self.caption_dropout else row["caption"]
                 t2i.append((codes, caption, torch.Generator().manual_seed(seed)))
             else:
-                qa = row.get("qa") or []
-                if not qa or rng.random() < self.caption_qa_fraction:
-                    mmu.append((codes, None, row["caption"]))
-                else:
-                    pair = qa[rng.randrange(len(qa))]
-                    mmu.append((codes, pair["question"], pair["answer"]))
+                mmu.append((codes, self._conversation(row, rng)))
         parts = []
         if t2i:
             parts.append(self._t2i_part(t2i))
@@ -73,6 +83,25 @@ class TrainingCollator:
         batch["num_mmu_tokens"] = (batch["labels"][:, 1:] != -100).sum()
         batch["num_image_tokens"] = (batch["image_labels"] != -100).sum()
         return batch
+
+    def _conversation(self, row: dict[str, Any], rng: random.Random) -> list[tuple[str | None, str]]:
+        """The `(question, answer)` pairs of one understanding row; a `None` question asks for the caption.
+
+        Unpacked: one pair, the caption with probability `caption_qa_fraction` (or when the row has no questions),
+        else a random question. Packed: up to `questions_per_image` distinct questions in random order, plus the
+        caption with probability `caption_qa_fraction` (always when the row has no questions).
+        """
+        qa = row.get("qa") or []
+        caption = (None, row["caption"])
+        if not self.packs_questions:
+            if not qa or rng.random() < self.caption_qa_fraction:
+                return [caption]
+            pair = qa[rng.randrange(len(qa))]
+            return [(pair["question"], pair["answer"])]
+        pairs = [(pair["question"], pair["answer"]) for pair in rng.sample(qa, min(len(qa), self.questions_per_image))]
+        if not qa or rng.random() < self.caption_qa_fraction:
+            pairs.insert(rng.randrange(len(pairs) + 1), caption)
+        return pairs
 
     def _t2i_part(self, items: list[tuple[torch.Tensor, str, torch.Generator]]) -> dict[str, torch.Tensor]:
         codes = torch.stack([item[0] for item in items])
@@ -92,17 +121,28 @@ class TrainingCollator:
         batch["image_labels"] = image_labels
         batch["labels"] = torch.full_like(image_labels, -100)
         batch["mask_ratio"] = mask_ratio
+        if self.packs_questions:
+            batch["segment_ids"] = torch.zeros_like(image_labels)
+            batch["position_ids"] = (batch["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
         return batch
 
-    def _mmu_part(self, items: list[tuple[torch.Tensor, str | None, str]]) -> dict[str, torch.Tensor]:
-        batch = dict(
-            self.processor.build_mmu_training_inputs(
-                torch.stack([item[0] for item in items]),
-                [item[1] for item in items],
-                [item[2] for item in items],
-                max_answer_length=self.max_answer_length,
+    def _mmu_part(self, items: list[tuple[torch.Tensor, list[tuple[str | None, str]]]]) -> dict[str, torch.Tensor]:
+        codes = torch.stack([item[0] for item in items])
+        if self.packs_questions:
+            batch = dict(
+                self.processor.build_packed_mmu_training_inputs(
+                    codes, [item[1] for item in items], max_answer_length=self.max_answer_length
+                )
             )
-        )
+        else:
+            batch = dict(
+                self.processor.build_mmu_training_inputs(
+                    codes,
+                    [item[1][0][0] for item in items],
+                    [item[1][0][1] for item in items],
+                    max_answer_length=self.max_answer_length,
+                )
+            )
         batch["image_labels"] = torch.full_like(batch["labels"], -100)
         batch["mask_ratio"] = torch.zeros(len(items))
         return batch
@@ -112,6 +152,8 @@ def _concat_left_padded(parts: list[dict[str, torch.Tensor]], pad_id: int) -> di
     """Stack left-padded sub-batches of different lengths into one left-padded batch."""
     length = max(part["input_ids"].shape[1] for part in parts)
     fills = {"input_ids": pad_id, "attention_mask": 0, "labels": -100, "image_labels": -100}
+    if "segment_ids" in parts[0]:
+        fills |= {"segment_ids": 0, "position_ids": 0}
     batch: dict[str, torch.Tensor] = {}
     for key, fill in fills.items():
         padded = []

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..modeling.losses import d3diff_loss
+from ..modeling.omni_attention import build_omni_attention_mask, segment_visibility
 
 
 class TrainingObjective(nn.Module):
@@ -35,10 +36,18 @@ class TrainingObjective(nn.Module):
         labels: torch.LongTensor,
         image_labels: torch.LongTensor,
         mask_ratio: torch.Tensor,
+        segment_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
         **_: object,
     ) -> dict[str, torch.Tensor]:
         core = self.core
-        outputs = core.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        if segment_ids is not None:
+            # packed understanding rows: the omni-attention mask, narrowed so each segment sees the prefix and itself
+            omni = build_omni_attention_mask(input_ids, core.config, attention_mask)
+            attention_mask = omni & segment_visibility(segment_ids)
+        outputs = core.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        )
         hidden = outputs.last_hidden_state
 
         targets = labels[:, 1:]

@@ -28,7 +28,10 @@ DEFAULTS: dict[str, Any] = {
         "eval_split": "validation",
         "t2i_fraction": 0.5,  # share of rows used as text-to-image examples (the rest: understanding)
         "caption_dropout": 0.1,  # t2i rows with an empty caption (classifier-free guidance)
-        "caption_qa_fraction": 0.2,  # mmu rows whose answer is the caption (to the caption prompt)
+        "caption_qa_fraction": 0.2,  # mmu rows whose answer is (unpacked) or that also hold (packed) the caption
+        # questions packed into one understanding row after its image (each sees the image and itself only);
+        # 1 = one question per row
+        "questions_per_image": 1,
         "max_text_length": 128,  # t2i text part, Show-o's fixed length
         "max_question_length": 128,
         "max_answer_length": 256,
@@ -135,6 +138,9 @@ def validate_recipe(recipe: dict[str, Any], source: str = "recipe") -> dict[str,
     for key in ("batch_size", "gradient_accumulation_steps", "max_steps"):
         if not isinstance(training[key], int) or training[key] < 1:
             raise ValueError(f"{source}: training.{key} must be an integer >= 1, got {training[key]!r}")
+    packed = data["questions_per_image"]
+    if isinstance(packed, bool) or not isinstance(packed, int) or packed < 1:
+        raise ValueError(f"{source}: data.questions_per_image must be an integer >= 1, got {packed!r}")
     minutes = training["max_minutes"]
     if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0):
         raise ValueError(f"{source}: training.max_minutes must be a number > 0 or null, got {minutes!r}")

@@ -151,6 +151,7 @@ class UniF2aceTrainer:
             caption_dropout=data["caption_dropout"],
             caption_qa_fraction=data["caption_qa_fraction"],
             max_answer_length=data["max_answer_length"],
+            questions_per_image=data["questions_per_image"],
         )
         objective = TrainingObjective(model, self.losses["d3diff_alpha"], self.losses["masking_schedule"])
         params = [p for p in objective.parameters() if p.requires_grad]
