@@ -3,14 +3,17 @@ docs/decisions.md, issue 8).
 
     python scripts/ship_default_model.py RUN/final                 # a training run's final folder
     python scripts/ship_default_model.py OUT/model-0.safetensors OUT/model-1.safetensors ...   # GPU-script shards
+    python scripts/ship_default_model.py --take-config RUN/final   # a run whose config differs (new weights)
 
 Every tensor of the shipped model must be present with the same shape (the strict loader would refuse anything
-else); the processor, tokenizer, scheduler and config files of the shipped folder are kept.
+else); the processor, tokenizer, scheduler and config files of the shipped folder are kept. With `--take-config`
+the run's `config.json` replaces the shipped one, and the tensors must be exactly those of a model built from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,7 +26,13 @@ TARGET = Path(__file__).resolve().parents[1] / "src" / "unif2ace_hf" / "default_
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sources", nargs="+", help="a final/ folder, or safetensors shards")
+    parser.add_argument(
+        "--take-config", action="store_true", help="ship the source folder's config.json too (one folder only)"
+    )
     args = parser.parse_args(argv)
+    if args.take_config and (len(args.sources) != 1 or not (Path(args.sources[0]) / "config.json").is_file()):
+        print("error: --take-config: give one run folder that has a config.json", file=sys.stderr)
+        return 2
     files = []
     for source in map(Path, args.sources):
         files.append(source / "model.safetensors" if source.is_dir() else source)
@@ -33,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: sources: {str(file)!r} is not a file", file=sys.stderr)
             return 2
         weights.update(load_file(str(file)))
-    shipped = load_file(str(TARGET / "model.safetensors"))
+    if args.take_config:
+        shipped = expected_tensors(Path(args.sources[0]) / "config.json")
+    else:
+        shipped = load_file(str(TARGET / "model.safetensors"))
     if set(weights) != set(shipped) or any(weights[k].shape != shipped[k].shape for k in shipped):
         extra, missing = sorted(set(weights) - set(shipped)), sorted(set(shipped) - set(weights))
         print(f"error: sources: tensors do not match the shipped model (extra {extra[:5]}, missing {missing[:5]})")
@@ -41,7 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     stored = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous() for k, v in weights.items()}
     save_file(dict(sorted(stored.items())), str(TARGET / "model.safetensors"), metadata={"format": "pt"})
     print(f"wrote {TARGET / 'model.safetensors'} ({(TARGET / 'model.safetensors').stat().st_size / 1e6:.1f} MB)")
+    if args.take_config:
+        shutil.copyfile(Path(args.sources[0]) / "config.json", TARGET / "config.json")
+        print(f"wrote {TARGET / 'config.json'}")
     return 0
+
+
+def expected_tensors(config_file: Path) -> dict[str, torch.Tensor]:
+    """Name -> empty tensor of every weight a model built from `config_file` has (built on the meta device)."""
+    from unif2ace_hf import UniF2aceConfig, UniF2aceForConditionalGeneration
+
+    config = UniF2aceConfig.from_json_file(str(config_file))
+    with torch.device("meta"):
+        model = UniF2aceForConditionalGeneration(config)
+    return dict(model.state_dict())
 
 
 if __name__ == "__main__":

@@ -201,6 +201,10 @@ class UniF2aceConfig(PreTrainedConfig):
         semantic_feature_dim, identity_feature_dim (`int`, *optional*): widths of external encoder features
             (e.g. CLIP, a face-ID network). `None` means the built-in source: the input embeddings of the condition
             tokens (the image for understanding rows).
+        image_bit_embedding (`bool`): add to each image code's embedding a learned linear map of its lookup-free
+            sign bits, so codes that share bits (similar latents) start out alike (`image_input_embedding.py`).
+        image_position_embedding (`bool`): add a learned embedding of each image slot's place in the grid.
+        num_image_tokens (`int`, *optional*): image slots per image; required by `image_position_embedding`.
         vq_config ([`UniF2aceVQConfig`] or `dict`, *optional*): the image tokenizer held by
             [`UniF2aceForConditionalGeneration`] as `vq_model`; `None` means the checkpoint has no tokenizer. Its
             `codebook_size` must equal this config's `codebook_size`.
@@ -265,6 +269,11 @@ class UniF2aceConfig(PreTrainedConfig):
     noise_num_tokens: int = 16
     semantic_feature_dim: int | None = None
     identity_feature_dim: int | None = None
+
+    # image-token input features (not in Show-o; off by default, zero-initialised when on)
+    image_bit_embedding: bool = False
+    image_position_embedding: bool = False
+    num_image_tokens: int | None = None
 
     # image tokenizer (None: no tokenizer in this checkpoint)
     vq_config: UniF2aceVQConfig | dict | None = None
@@ -374,6 +383,16 @@ class UniF2aceConfig(PreTrainedConfig):
             fail(
                 "vq_config",
                 f"the image tokenizer has {self.vq_config.codebook_size} codes but codebook_size={self.codebook_size}",
+            )
+        if self.image_bit_embedding and self.codebook_size & (self.codebook_size - 1):
+            fail(
+                "image_bit_embedding",
+                f"needs a power-of-two codebook (sign bits), got codebook_size={self.codebook_size}",
+            )
+        if self.image_position_embedding and (not isinstance(self.num_image_tokens, int) or self.num_image_tokens < 1):
+            fail(
+                "num_image_tokens",
+                f"image_position_embedding needs the number of image slots, got {self.num_image_tokens!r}",
             )
         if self.lm_task_group not in TOKEN_MOE_GROUPS:
             fail("lm_task_group", f"{self.lm_task_group!r} must be one of {TOKEN_MOE_GROUPS}")

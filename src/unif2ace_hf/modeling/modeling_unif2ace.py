@@ -20,6 +20,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_unif2ace import TASKS, UniF2aceConfig
+from .image_input_embedding import UniF2aceImageInputEmbedding
 from .image_tokenizer import UniF2aceVQModel
 from .moe import (
     UniF2aceGatedResamplerExpert,
@@ -292,6 +293,11 @@ class UniF2acePreTrainedModel(PreTrainedModel):
             init.zeros_(module.down_bias)
         elif isinstance(module, UniF2aceGatedResamplerExpert):
             init.zeros_(module.gate_logits)
+        elif isinstance(module, UniF2aceImageInputEmbedding):
+            if module.bit_proj is not None:
+                init.zeros_(module.bit_proj.weight)
+            if module.slot_embedding is not None:
+                init.zeros_(module.slot_embedding)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -345,6 +351,11 @@ class UniF2aceModel(UniF2acePreTrainedModel):
         super().__init__(config)
         self.padding_idx = config.pad_token_id
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.image_input_embedding = (
+            UniF2aceImageInputEmbedding(config)
+            if config.image_bit_embedding or config.image_position_embedding
+            else None
+        )
         self.embed_dropout = nn.Dropout(config.embd_pdrop)
         self.layers = nn.ModuleList([UniF2aceDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
         self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -414,6 +425,10 @@ class UniF2aceModel(UniF2acePreTrainedModel):
             position_ids = (padding_2d.long().cumsum(dim=1) - 1).clamp(min=0)[:, past_length:]
 
         task_codes = self._resolve_tasks(input_ids, chunk_valid, tasks, state, batch_size, device)
+        if self.image_input_embedding is not None and input_ids is not None:
+            inputs_embeds = inputs_embeds + self.image_input_embedding(
+                input_ids, chunk_valid, task_codes, inputs_embeds.dtype
+            )
         if mask_4d is None:
             if input_ids is not None:
                 mask_4d = build_omni_attention_mask(input_ids, self.config, padding_2d, past_length, task_codes)

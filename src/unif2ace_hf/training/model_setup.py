@@ -141,7 +141,14 @@ def build_from_scratch(recipe: dict[str, Any]) -> tuple[UniF2aceForConditionalGe
     layout = vocabulary_layout(tokenizer, vq.config.codebook_size)
     vq_config = vq.config.to_dict()
     vq_config.pop("_name_or_path", None)  # a path of the training machine, meaningless in the saved model
-    config = UniF2aceConfig(**recipe["model"], **layout, vq_config=vq_config)
+    settings = dict(recipe["model"])
+    slots = vq.config.latent_size**2
+    if settings.get("image_position_embedding") and settings.setdefault("num_image_tokens", slots) != slots:
+        raise ValueError(
+            f"recipe: model.num_image_tokens={settings['num_image_tokens']} but the image tokenizer gives {slots} "
+            "codes per image"
+        )
+    config = UniF2aceConfig(**settings, **layout, vq_config=vq_config)
     model = UniF2aceForConditionalGeneration(config)
     model.vq_model.load_state_dict(vq.state_dict())
     size = vq.config.image_size
@@ -149,7 +156,7 @@ def build_from_scratch(recipe: dict[str, Any]) -> tuple[UniF2aceForConditionalGe
     processor = UniF2aceProcessor(
         image_processor=UniF2aceImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}),
         tokenizer=tokenizer,
-        num_image_tokens=vq.config.latent_size**2,
+        num_image_tokens=slots,
         image_token_offset=config.image_token_offset,
         codebook_size=config.codebook_size,
         mask_token_id=config.mask_token_id,
