@@ -298,17 +298,10 @@ class UniF2aceProcessor(ProcessorMixin):
                 f"image_codes: expected (B, N) codes with B questions and answers, got {tuple(image_codes.shape)}, "
                 f"{len(questions)} questions, {len(answers)} answers"
             )
-        rows, label_rows = [], []
-        for index, (codes, question, answer) in enumerate(zip(image_codes, questions, answers)):
-            prompt = self._mmu_image_prefix(codes)
-            segment, segment_labels = self._mmu_training_segment(question, answer, index, max_answer_length)
-            rows.append(prompt + segment)
-            label_rows.append([-100] * len(prompt) + segment_labels)
-        batch = self._left_pad(rows, self.special_ids["pad"])
-        labels = torch.full_like(batch["input_ids"], -100)
-        for i, row in enumerate(label_rows):
-            labels[i, labels.shape[1] - len(row) :] = torch.tensor(row)
-        batch["labels"] = labels
+        # one segment per row: the packed layout's positions and segment ids then equal the defaults, so drop them
+        conversations = [[(question, answer)] for question, answer in zip(questions, answers)]
+        batch = self.build_packed_mmu_training_inputs(image_codes, conversations, max_answer_length)
+        del batch["segment_ids"], batch["position_ids"]
         return batch
 
     def build_packed_mmu_training_inputs(

@@ -53,10 +53,9 @@ class TrainingCollator:
     questions_per_image: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.questions_per_image, bool) or not isinstance(self.questions_per_image, int):
-            raise ValueError(f"questions_per_image: expected an integer >= 1, got {self.questions_per_image!r}")
-        if self.questions_per_image < 1:
-            raise ValueError(f"questions_per_image: expected an integer >= 1, got {self.questions_per_image}")
+        value = self.questions_per_image
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"questions_per_image: expected an integer >= 1, got {value!r}")
 
     @property
     def packs_questions(self) -> bool:
