@@ -170,3 +170,16 @@ def test_a_recipe_switches_them_on_from_scratch():
     bad = load_recipe("tiny-synthface", {"model": {"image_position_embedding": True, "num_image_tokens": 64}})
     with pytest.raises(ValueError, match="num_image_tokens"):
         build_model(bad)
+
+
+@pytest.mark.parametrize(
+    "settings", [dict(image_bit_embedding=True), dict(semantic_feature_dim=8, semantic_input_embedding=True)]
+)
+def test_each_added_input_starts_at_zero_on_its_own(settings):
+    # without the slot embedding the module holds only linear maps, which transformers initialises as their own
+    # modules: the zero start must not depend on a sibling parameter
+    embedding = UniF2aceForConditionalGeneration(
+        tiny_config(num_image_tokens=8, **settings)
+    ).model.image_input_embedding
+    for projection in (embedding.bit_proj, embedding.semantic_proj):
+        assert projection is None or projection.weight.abs().max() == 0

@@ -211,7 +211,7 @@ def test_qlora_takes_steps_even_after_4bit_inference(checkpoint, batch):
 
 
 def test_quantization_config_validation():
-    assert quantization_config(8).llm_int8_skip_modules == ["lm_head", "vq_model", "router"]
+    assert quantization_config(8).llm_int8_skip_modules == ["lm_head", "vq_model", "semantic_encoder", "router"]
     four = quantization_config(4, tiny_config(), extra_skip_modules=["resampler"])
     assert four.bnb_4bit_quant_type == "nf4" and four.load_in_4bit and "resampler" in four.llm_int8_skip_modules
     with pytest.raises(ValueError, match="bits"):

@@ -338,3 +338,28 @@ def test_bad_time_budget_is_refused(tmp_path, capsys, synthface_dir, tiny_recipe
         "training.max_minutes=-3",
     )
     assert "training.max_minutes" in err
+
+
+def test_a_semantic_encoder_from_scratch_is_loaded_and_stays_frozen(tmp_path, synthface_dir, tiny_recipe):
+    from safetensors.torch import load_file
+
+    from unif2ace_hf.training.model_setup import semantic_encoder_from_judge
+
+    output = tmp_path / "semantic"
+    assert train(tiny_recipe, synthface_dir, output, "--max-steps", "2", "--set", "semantic_encoder=default") == 0
+    encoder_config, encoder_state = semantic_encoder_from_judge("default")
+    saved = load_file(str(output / "final" / "model.safetensors"))
+    for name, tensor in encoder_state.items():
+        torch.testing.assert_close(saved[name].float(), tensor, atol=1e-2, rtol=1e-2)  # saved in the model dtype
+    config = json.loads((output / "final" / "config.json").read_text())
+    assert config["semantic_encoder"] == encoder_config and config["semantic_feature_dim"] == encoder_config["hidden"]
+
+
+def test_semantic_encoder_with_init_from_and_a_zero_save_interval_are_refused(tmp_path, capsys, synthface_dir, trained):
+    common = ("--recipe", "tiny-synthface", "--init-from", str(trained / "final"), "--data", str(synthface_dir))
+    for setting, expected in (
+        ("semantic_encoder=default", ("semantic_encoder", "add_semantic_encoder")),
+        ("training.save_steps=0", ("training.save_steps",)),
+    ):
+        err = run_cli_error(capsys, *common, "--output-dir", str(tmp_path / "o"), "--set", setting)
+        assert all(text in err for text in expected), err

@@ -17,14 +17,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..data.synthface.taxonomy import TAXONOMY
+from ..modeling.semantic_encoder import synthface_cnn_backbone
 
 WEIGHTS_NAME = "attribute_judge.safetensors"
 CONFIG_NAME = "attribute_judge.json"
 INPUT_SIZE = 64
-
-
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class AttributeJudgeModel(nn.Module):
@@ -38,16 +35,7 @@ class AttributeJudgeModel(nn.Module):
         super().__init__()
         w = width
         self.num_values = list(num_values)
-        self.features = nn.Sequential(
-            _conv(3, w),
-            _conv(w, w + w // 2, 2),
-            _conv(w + w // 2, w + w // 2),
-            _conv(w + w // 2, 3 * w, 2),
-            _conv(3 * w, 3 * w),
-            _conv(3 * w, 4 * w, 2),
-            _conv(4 * w, 4 * w),
-            _conv(4 * w, 4 * w, 2),
-        )
+        self.features = synthface_cnn_backbone(width)
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(0.1),

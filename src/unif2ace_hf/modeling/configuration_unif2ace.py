@@ -201,9 +201,15 @@ class UniF2aceConfig(PreTrainedConfig):
         semantic_feature_dim, identity_feature_dim (`int`, *optional*): widths of external encoder features
             (e.g. CLIP, a face-ID network). `None` means the built-in source: the input embeddings of the condition
             tokens (the image for understanding rows).
+        semantic_encoder (`dict`, *optional*): sizes of the frozen image encoder held by
+            [`UniF2aceForConditionalGeneration`] as `semantic_encoder` (`semantic_encoder.py`): `{"width", "hidden",
+            "image_size"}`. When set, the model computes `semantic_features` itself from the `pixel_values` of
+            understanding rows, and `semantic_feature_dim` is its `hidden`.
         image_bit_embedding (`bool`): add to each image code's embedding a learned linear map of its lookup-free
             sign bits, so codes that share bits (similar latents) start out alike (`image_input_embedding.py`).
         image_position_embedding (`bool`): add a learned embedding of each image slot's place in the grid.
+        semantic_input_embedding (`bool`): add a learned map of the semantic encoder's features to every image slot
+            of understanding rows (needs `semantic_encoder` or `semantic_feature_dim`, and `num_image_tokens`).
         num_image_tokens (`int`, *optional*): image slots per image; required by `image_position_embedding`.
         vq_config ([`UniF2aceVQConfig`] or `dict`, *optional*): the image tokenizer held by
             [`UniF2aceForConditionalGeneration`] as `vq_model`; `None` means the checkpoint has no tokenizer. Its
@@ -269,10 +275,12 @@ class UniF2aceConfig(PreTrainedConfig):
     noise_num_tokens: int = 16
     semantic_feature_dim: int | None = None
     identity_feature_dim: int | None = None
+    semantic_encoder: dict | None = None
 
     # image-token input features (not in Show-o; off by default, zero-initialised when on)
     image_bit_embedding: bool = False
     image_position_embedding: bool = False
+    semantic_input_embedding: bool = False
     num_image_tokens: int | None = None
 
     # image tokenizer (None: no tokenizer in this checkpoint)
@@ -298,6 +306,8 @@ class UniF2aceConfig(PreTrainedConfig):
                 "t2i": ["copy", "copy", "zero", "noise"],
                 "mmu": ["copy", "copy", "semantic", "identity"],
             }
+        if isinstance(self.semantic_encoder, dict) and self.semantic_feature_dim is None:
+            self.semantic_feature_dim = self.semantic_encoder.get("hidden")
         self.token_moe_layers = [int(i) for i in self.token_moe_layers]
         self.sequence_moe_layers = [int(i) for i in self.sequence_moe_layers]
         super().__post_init__(**kwargs)
@@ -384,16 +394,30 @@ class UniF2aceConfig(PreTrainedConfig):
                 "vq_config",
                 f"the image tokenizer has {self.vq_config.codebook_size} codes but codebook_size={self.codebook_size}",
             )
+        if self.semantic_encoder is not None:
+            keys = {"width", "hidden", "image_size"}
+            encoder = self.semantic_encoder
+            if not isinstance(encoder, dict) or set(encoder) != keys:
+                fail("semantic_encoder", f"expected a dict with exactly the keys {sorted(keys)}, got {encoder!r}")
+            if any(isinstance(encoder[k], bool) or not isinstance(encoder[k], int) or encoder[k] < 1 for k in keys):
+                fail("semantic_encoder", f"width, hidden and image_size must be positive integers, got {encoder!r}")
+            if encoder["image_size"] % 16:
+                fail("semantic_encoder", f"image_size must be a multiple of 16, got {encoder['image_size']}")
+            if self.semantic_feature_dim not in (None, encoder["hidden"]):
+                fail(
+                    "semantic_feature_dim",
+                    f"{self.semantic_feature_dim} differs from the semantic encoder's width {encoder['hidden']}",
+                )
+        if self.semantic_input_embedding and self.semantic_feature_dim is None:
+            fail("semantic_input_embedding", "needs semantic features: set semantic_encoder (or semantic_feature_dim)")
         if self.image_bit_embedding and self.codebook_size & (self.codebook_size - 1):
             fail(
                 "image_bit_embedding",
                 f"needs a power-of-two codebook (sign bits), got codebook_size={self.codebook_size}",
             )
-        if self.image_position_embedding and (not isinstance(self.num_image_tokens, int) or self.num_image_tokens < 1):
-            fail(
-                "num_image_tokens",
-                f"image_position_embedding needs the number of image slots, got {self.num_image_tokens!r}",
-            )
+        slotted = [name for name in ("image_position_embedding", "semantic_input_embedding") if getattr(self, name)]
+        if slotted and (not isinstance(self.num_image_tokens, int) or self.num_image_tokens < 1):
+            fail("num_image_tokens", f"{slotted[0]} needs the number of image slots, got {self.num_image_tokens!r}")
         if self.lm_task_group not in TOKEN_MOE_GROUPS:
             fail("lm_task_group", f"{self.lm_task_group!r} must be one of {TOKEN_MOE_GROUPS}")
         if self.sequence_moe_layers:

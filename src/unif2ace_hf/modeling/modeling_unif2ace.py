@@ -20,7 +20,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_unif2ace import TASKS, UniF2aceConfig
-from .image_input_embedding import UniF2aceImageInputEmbedding
+from .image_input_embedding import UniF2aceImageInputEmbedding, ZeroInitLinear
 from .image_tokenizer import UniF2aceVQModel
 from .moe import (
     UniF2aceGatedResamplerExpert,
@@ -38,6 +38,7 @@ from .omni_attention import (
     infer_tasks,
     validate_4d_mask,
 )
+from .semantic_encoder import UniF2aceSemanticEncoder
 from .strict_loading import check_loading_report, strict_from_pretrained
 
 _CACHE_STATE_ATTRIBUTE = "unif2ace_state"
@@ -293,11 +294,10 @@ class UniF2acePreTrainedModel(PreTrainedModel):
             init.zeros_(module.down_bias)
         elif isinstance(module, UniF2aceGatedResamplerExpert):
             init.zeros_(module.gate_logits)
-        elif isinstance(module, UniF2aceImageInputEmbedding):
-            if module.bit_proj is not None:
-                init.zeros_(module.bit_proj.weight)
-            if module.slot_embedding is not None:
-                init.zeros_(module.slot_embedding)
+        elif isinstance(module, ZeroInitLinear):
+            init.zeros_(module.weight)
+        elif isinstance(module, UniF2aceImageInputEmbedding) and module.slot_embedding is not None:
+            init.zeros_(module.slot_embedding)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -353,7 +353,7 @@ class UniF2aceModel(UniF2acePreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
         self.image_input_embedding = (
             UniF2aceImageInputEmbedding(config)
-            if config.image_bit_embedding or config.image_position_embedding
+            if config.image_bit_embedding or config.image_position_embedding or config.semantic_input_embedding
             else None
         )
         self.embed_dropout = nn.Dropout(config.embd_pdrop)
@@ -427,7 +427,7 @@ class UniF2aceModel(UniF2acePreTrainedModel):
         task_codes = self._resolve_tasks(input_ids, chunk_valid, tasks, state, batch_size, device)
         if self.image_input_embedding is not None and input_ids is not None:
             inputs_embeds = inputs_embeds + self.image_input_embedding(
-                input_ids, chunk_valid, task_codes, inputs_embeds.dtype
+                input_ids, chunk_valid, task_codes, inputs_embeds.dtype, semantic_features
             )
         if mask_4d is None:
             if input_ids is not None:
@@ -637,6 +637,9 @@ class UniF2aceForConditionalGeneration(UniF2acePreTrainedModel, GenerationMixin)
         self.model = UniF2aceModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=True)
         self.vq_model = UniF2aceVQModel(config.vq_config) if config.vq_config is not None else None
+        self.semantic_encoder = (
+            UniF2aceSemanticEncoder(**config.semantic_encoder) if config.semantic_encoder is not None else None
+        )
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -659,14 +662,20 @@ class UniF2aceForConditionalGeneration(UniF2acePreTrainedModel, GenerationMixin)
         bias = self.lm_head.bias[start:stop] if self.lm_head.bias is not None else None
         return nn.functional.linear(hidden_states, weight, bias).float()
 
-    def fill_image_placeholders(self, input_ids: torch.LongTensor, pixel_values: torch.FloatTensor) -> torch.LongTensor:
-        """Replace the `<mask>` placeholders of mmu image blocks with the codes of `pixel_values` (one image per row
-        that has placeholders, in row order). Returns `input_ids` unchanged when there are none (decoding steps)."""
+    def _placeholder_mask(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """`<mask>` placeholders of mmu image blocks (the ones `pixel_values` fill)."""
         config = self.config
         placeholders = input_ids == config.mask_token_id
         if input_ids.shape[1] > 1:
             row_is_mmu = first_token_of_rows(input_ids, input_ids != config.pad_token_id) == config.mmu_token_id
             placeholders &= row_is_mmu[:, None]
+        return placeholders
+
+    def fill_image_placeholders(self, input_ids: torch.LongTensor, pixel_values: torch.FloatTensor) -> torch.LongTensor:
+        """Replace the `<mask>` placeholders of mmu image blocks with the codes of `pixel_values` (one image per row
+        that has placeholders, in row order). Returns `input_ids` unchanged when there are none (decoding steps)."""
+        config = self.config
+        placeholders = self._placeholder_mask(input_ids)
         rows = placeholders.any(dim=1)
         if not bool(rows.any()):
             return input_ids
@@ -688,6 +697,24 @@ class UniF2aceForConditionalGeneration(UniF2acePreTrainedModel, GenerationMixin)
         filled = input_ids.clone()
         filled[placeholders] = (codes.to(input_ids.device) + config.image_token_offset).reshape(-1)
         return filled
+
+    def encode_semantic_features(
+        self, input_ids: torch.LongTensor, pixel_values: torch.FloatTensor
+    ) -> torch.Tensor | None:
+        """`(B, 1, hidden)` semantic-encoder tokens for the rows whose image block `pixel_values` fills (zeros for
+        the other rows, whose groups do not read them); None when the prompt has no placeholders (decoding steps,
+        where the model's cached state already holds the features)."""
+        rows = self._placeholder_mask(input_ids).any(dim=1)
+        if not bool(rows.any()):
+            return None
+        if pixel_values.shape[0] != int(rows.sum()):
+            raise ValueError(
+                f"pixel_values: got {pixel_values.shape[0]} images for {int(rows.sum())} rows with image placeholders"
+            )
+        encoded = self.semantic_encoder(pixel_values)
+        features = encoded.new_zeros(input_ids.shape[0], *encoded.shape[1:])
+        features[rows.to(features.device)] = encoded
+        return features
 
     def forward(
         self,
@@ -713,13 +740,16 @@ class UniF2aceForConditionalGeneration(UniF2acePreTrainedModel, GenerationMixin)
             cross-entropy plus the weighted MoE balance loss.
         pixel_values (`torch.FloatTensor` of shape `(B, 3, H, W)` in [-1, 1]): images of understanding rows. Where
             `input_ids` holds `<mask>` placeholders in an mmu image block (as `UniF2aceProcessor` builds them), they
-            are replaced by the image's codes. Decoding steps carry no placeholders, so the image is encoded once.
+            are replaced by the image's codes, and a model with a `semantic_encoder` computes `semantic_features` from
+            them. Decoding steps carry no placeholders, so the image is encoded once.
         logits_to_keep (`int` or `torch.Tensor`): keep only the last N positions (int), or the given positions
             (1-D tensor), when computing logits.
 
         Other arguments: see [`UniF2aceModel.forward`]. Logits are returned in float32.
         """
         if pixel_values is not None and input_ids is not None:
+            if self.semantic_encoder is not None and semantic_features is None:
+                semantic_features = self.encode_semantic_features(input_ids, pixel_values)
             input_ids = self.fill_image_placeholders(input_ids, pixel_values)
         outputs = self.model(
             input_ids=input_ids,

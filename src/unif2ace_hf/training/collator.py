@@ -18,7 +18,7 @@ import torch
 
 from ..pipelines.scheduling_unif2ace import UniF2aceMaskGITScheduler
 from ..processing_unif2ace import UniF2aceProcessor
-from .codes_cache import CODES_COLUMN
+from .codes_cache import CODES_COLUMN, SEMANTIC_COLUMN
 
 
 def row_seed(seed: int, epoch: int, index: int) -> int:
@@ -64,21 +64,30 @@ class TrainingCollator:
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         t2i: list[tuple[torch.Tensor, str, torch.Generator]] = []
         mmu: list[tuple[torch.Tensor, list[tuple[str | None, str]]]] = []
+        t2i_features: list[torch.Tensor] = []
+        mmu_features: list[torch.Tensor] = []
+        with_features = bool(rows) and SEMANTIC_COLUMN in rows[0]
         for row in rows:
             seed = row_seed(self.seed, int(row["_epoch"]), int(row["_index"]))
             rng = random.Random(seed)
             codes = torch.as_tensor(row[CODES_COLUMN], dtype=torch.long)
+            features = torch.as_tensor(row[SEMANTIC_COLUMN], dtype=torch.float32) if with_features else None
             if rng.random() < self.t2i_fraction:
                 caption = "" if rng.random() < self.caption_dropout else row["caption"]
                 t2i.append((codes, caption, torch.Generator().manual_seed(seed)))
+                t2i_features.append(features)
             else:
                 mmu.append((codes, self._conversation(row, rng)))
+                mmu_features.append(features)
         parts = []
         if t2i:
             parts.append(self._t2i_part(t2i))
         if mmu:
             parts.append(self._mmu_part(mmu))
         batch = _concat_left_padded(parts, self.processor.tokenizer.pad_token_id)
+        if with_features:
+            # the same row order as the parts: text-to-image rows first, then understanding rows
+            batch["semantic_features"] = torch.stack(t2i_features + mmu_features)
         batch["num_mmu_tokens"] = (batch["labels"][:, 1:] != -100).sum()
         batch["num_image_tokens"] = (batch["image_labels"] != -100).sum()
         return batch

@@ -7,11 +7,13 @@ seconds with a message naming it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset, DatasetDict, load_dataset
+from safetensors.torch import load_file
 
 from ..modeling import UniF2aceConfig, UniF2aceForConditionalGeneration, UniF2aceVQModel
 from ..modeling.configuration_unif2ace import showo_vocabulary_layout
@@ -130,6 +132,27 @@ def _default_path(value: str, attribute: str) -> str:
     return getattr(unif2ace_hf, attribute)
 
 
+def semantic_encoder_from_judge(path: str) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
+    """`config.semantic_encoder` and the `semantic_encoder.*` weights from a `unif2ace data train-judge` folder, or
+    from the shipped SynthFace feature network for "default"."""
+    from ..evaluation.attribute_judge import CONFIG_NAME, INPUT_SIZE, WEIGHTS_NAME
+    from ..modeling.semantic_encoder import UniF2aceSemanticEncoder
+    from .perceptual_loss import DEFAULT_PERCEPTUAL_NET
+
+    folder = Path(DEFAULT_PERCEPTUAL_NET if str(path) == "default" else path)
+    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+        raise ValueError(f"semantic_encoder: {str(path)!r} is not a folder written by `unif2ace data train-judge`")
+    settings = json.loads((folder / CONFIG_NAME).read_text())
+    config = {
+        "width": int(settings["width"]),
+        "hidden": int(settings["hidden"]),
+        "image_size": int(settings.get("input_size", INPUT_SIZE)),
+    }
+    judge_state = {name: tensor.float() for name, tensor in load_file(str(folder / WEIGHTS_NAME)).items()}
+    state = UniF2aceSemanticEncoder.state_dict_from_judge(judge_state)
+    return config, {f"semantic_encoder.{name}": tensor for name, tensor in state.items()}
+
+
 def build_from_scratch(recipe: dict[str, Any]) -> tuple[UniF2aceForConditionalGeneration, UniF2aceProcessor]:
     """A new model sized by the recipe's `model:` section, with the text tokenizer's layout and the (frozen)
     image tokenizer's weights."""
@@ -148,9 +171,14 @@ def build_from_scratch(recipe: dict[str, Any]) -> tuple[UniF2aceForConditionalGe
             f"recipe: model.num_image_tokens={settings['num_image_tokens']} but the image tokenizer gives {slots} "
             "codes per image"
         )
+    encoder_state = None
+    if recipe["semantic_encoder"] is not None:
+        settings["semantic_encoder"], encoder_state = semantic_encoder_from_judge(recipe["semantic_encoder"])
     config = UniF2aceConfig(**settings, **layout, vq_config=vq_config)
     model = UniF2aceForConditionalGeneration(config)
     model.vq_model.load_state_dict(vq.state_dict())
+    if encoder_state is not None:
+        model.load_state_dict(encoder_state, strict=False)
     size = vq.config.image_size
     data = recipe["data"]
     processor = UniF2aceProcessor(
@@ -169,8 +197,13 @@ def build_from_scratch(recipe: dict[str, Any]) -> tuple[UniF2aceForConditionalGe
 def build_model(
     recipe: dict[str, Any],
 ) -> tuple[UniF2aceForConditionalGeneration, UniF2aceProcessor, UniF2aceMaskGITScheduler]:
-    """Model (float32 weights, image tokenizer frozen), processor and training scheduler for a recipe."""
+    """Model (float32 weights, image tokenizer and semantic encoder frozen), processor and training scheduler for a recipe."""
     if recipe["init_from"] is not None:
+        if recipe["semantic_encoder"] is not None:
+            raise ValueError(
+                "semantic_encoder: applies to a model built from scratch; give a checkpoint one with "
+                "scripts/add_semantic_encoder.py"
+            )
         path = resolve_init_from(recipe["init_from"])
         model = UniF2aceForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
         processor = UniF2aceProcessor.from_pretrained(path)
@@ -179,6 +212,8 @@ def build_model(
     if model.vq_model is None:
         raise ValueError("init_from: the checkpoint has no image tokenizer (config.vq_config is None)")
     model.vq_model.requires_grad_(False).eval()
+    if model.semantic_encoder is not None:
+        model.semantic_encoder.requires_grad_(False)
     codebook = model.config.codebook_size
     scheduler = UniF2aceMaskGITScheduler(
         mask_token_id=codebook, codebook_size=codebook, masking_schedule=recipe["loss"]["masking_schedule"]
@@ -192,5 +227,6 @@ __all__ = [
     "check_model_section",
     "load_training_data",
     "resolve_init_from",
+    "semantic_encoder_from_judge",
     "vocabulary_layout",
 ]

@@ -38,6 +38,7 @@ class TrainingObjective(nn.Module):
         mask_ratio: torch.Tensor,
         segment_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        semantic_features: torch.Tensor | None = None,
         **_: object,
     ) -> dict[str, torch.Tensor]:
         core = self.core
@@ -46,7 +47,11 @@ class TrainingObjective(nn.Module):
             omni = build_omni_attention_mask(input_ids, core.config, attention_mask)
             attention_mask = omni & segment_visibility(segment_ids)
         outputs = core.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            semantic_features=semantic_features,
+            use_cache=False,
         )
         hidden = outputs.last_hidden_state
 

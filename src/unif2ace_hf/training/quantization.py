@@ -15,6 +15,7 @@ alone); `quantization_config` adds the skips that matter for UniF²ace (`hf-stac
 * `lm_head`: the t2i pipeline slices `lm_head.weight` to the codebook columns (`codebook_logits`), which needs a
   plain float weight; the vocabulary is also rarely a multiple of 32.
 * `vq_model`: the image tokenizer defines the codes; it must reproduce them exactly (it holds convolutions anyway).
+* `semantic_encoder`: a small frozen convolutional encoder whose one linear layer is not worth a precision loss.
 * `router` (token and sequence MoE): a handful of outputs (E = 4 or 8), which the 4-bit CPU kernel cannot run
   (`out_features % 32`), and whose top-k decisions are discrete: quantisation noise would flip experts.
 * 4-bit only: every other linear layer whose shape the bitsandbytes 4-bit CPU path cannot run (`in_features % 64`,
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 from transformers import BitsAndBytesConfig
 
-ALWAYS_SKIPPED = ("lm_head", "vq_model", "router")
+ALWAYS_SKIPPED = ("lm_head", "vq_model", "semantic_encoder", "router")
 """Module-name patterns (transformers' `llm_int8_skip_modules`: a prefix, a suffix, or a regex) kept unquantised."""
 
 FOUR_BIT_IN_MULTIPLE = 64

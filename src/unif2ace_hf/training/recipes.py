@@ -22,6 +22,9 @@ DEFAULTS: dict[str, Any] = {
     "init_from": None,  # a checkpoint folder, or "default" (unif2ace_hf.DEFAULT_MODEL)
     "text_tokenizer": "default",  # from scratch: a tokenizer folder, or "default" (DEFAULT_TEXT_TOKENIZER)
     "vq_model": "default",  # from scratch: an image tokenizer folder, or "default" (DEFAULT_VQ_MODEL); frozen
+    # from scratch: the Semantic expert's frozen image encoder, a `unif2ace data train-judge` folder or "default"
+    # (the shipped SynthFace feature network); null = none (the expert reads the image's own embeddings)
+    "semantic_encoder": None,
     "data": {
         "path": None,  # a datasets folder (parquet + README configs, e.g. `unif2ace data synthface`)
         "train_split": "train",
@@ -135,7 +138,7 @@ def validate_recipe(recipe: dict[str, Any], source: str = "recipe") -> dict[str,
         raise ValueError(
             f"{source}: training.mixed_precision must be 'no' or 'bf16', got {training['mixed_precision']!r}"
         )
-    for key in ("batch_size", "gradient_accumulation_steps", "max_steps"):
+    for key in ("batch_size", "gradient_accumulation_steps", "max_steps", "save_steps"):
         if not isinstance(training[key], int) or training[key] < 1:
             raise ValueError(f"{source}: training.{key} must be an integer >= 1, got {training[key]!r}")
     packed = data["questions_per_image"]

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..pipelines.pipeline_unif2ace import SCHEDULER_SUBFOLDER, UniF2acePipeline
 from .checkpointing import begin_checkpoint, commit_checkpoint, find_latest, temporary_folder
-from .codes_cache import CODES_COLUMN, add_image_codes
+from .codes_cache import CODES_COLUMN, SEMANTIC_COLUMN, add_image_codes, add_semantic_features
 from .collator import TrainingCollator, row_seed
 from .model_setup import build_model, check_model_section, load_training_data, resolve_init_from
 from .objective import TrainingObjective
@@ -214,7 +214,16 @@ class UniF2aceTrainer:
                     model.vq_model.config.image_size,
                     batch_size=self.recipe["data"]["codes_batch_size"],
                 )
-        keep = [c for c in (CODES_COLUMN, "caption", "qa") if c in dataset.column_names]
+        if model.semantic_encoder is not None and SEMANTIC_COLUMN not in dataset.column_names:
+            with self.accelerator.main_process_first():
+                dataset = add_semantic_features(
+                    dataset,
+                    model.semantic_encoder.to(self.accelerator.device),
+                    model.vq_model.config.image_size,
+                    batch_size=self.recipe["data"]["codes_batch_size"],
+                )
+        columns = (CODES_COLUMN, "caption", "qa") + ((SEMANTIC_COLUMN,) if model.semantic_encoder is not None else ())
+        keep = [c for c in columns if c in dataset.column_names]
         return dataset.select_columns(keep)
 
     # ------------------------------------------------------------------ batches
