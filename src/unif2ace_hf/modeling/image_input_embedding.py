@@ -76,18 +76,17 @@ class UniF2aceImageInputEmbedding(nn.Module):
         if self.semantic_proj is not None:
             # understanding rows only: a text-to-image row's image is what it generates, never an input
             understood = is_slot & (task_codes == TASK_MMU)[:, None]
-            if bool(understood.any()):
-                if semantic_features is None:
-                    raise ValueError(
-                        "semantic_features: this model adds its semantic encoder's features to the image of "
-                        "understanding rows; pass pixel_values (or semantic_features) with the prompt"
-                    )
+            if semantic_features is not None:
                 # standardised and scaled to unit length: raw encoder features (ReLU activations, norm ~100 for the
                 # SynthFace encoder) would swamp code embeddings of norm ~0.4 after one optimiser step
                 features = semantic_features.to(dtype).mean(dim=1)
                 features = nn.functional.layer_norm(features, features.shape[-1:]) / features.shape[-1] ** 0.5
-                projected = self.semantic_proj(features)
-                extra = extra + projected[:, None, :] * understood[..., None]
+                extra = extra + self.semantic_proj(features)[:, None, :] * understood[..., None]
+            elif bool(understood.any()):  # (no host sync when the features are given)
+                raise ValueError(
+                    "semantic_features: this model adds its semantic encoder's features to the image of "
+                    "understanding rows; pass pixel_values (or semantic_features) with the prompt"
+                )
         return extra
 
 
