@@ -674,11 +674,19 @@ class UniF2aceForConditionalGeneration(UniF2acePreTrainedModel, GenerationMixin)
     def fill_image_placeholders(self, input_ids: torch.LongTensor, pixel_values: torch.FloatTensor) -> torch.LongTensor:
         """Replace the `<mask>` placeholders of mmu image blocks with the codes of `pixel_values` (one image per row
         that has placeholders, in row order). Returns `input_ids` unchanged when there are none (decoding steps)."""
+        return self._encode_images(input_ids, pixel_values, with_semantic_features=False)[0]
+
+    def _encode_images(
+        self, input_ids: torch.LongTensor, pixel_values: torch.FloatTensor, with_semantic_features: bool
+    ) -> tuple[torch.LongTensor, torch.Tensor | None]:
+        """`input_ids` with the placeholders filled, and (when asked) the semantic encoder's `(B, 1, hidden)` tokens,
+        zeros for rows without an image (their groups do not read them). Decoding steps carry no placeholders: the
+        ids come back unchanged with no features (the cached state holds the prefill's)."""
         config = self.config
         placeholders = self._placeholder_mask(input_ids)
         rows = placeholders.any(dim=1)
         if not bool(rows.any()):
-            return input_ids
+            return input_ids, None
         if self.vq_model is None:
             raise ValueError(
                 "pixel_values: this model has no image tokenizer (config.vq_config is None); pass image codes in input_ids"
@@ -696,25 +704,12 @@ class UniF2aceForConditionalGeneration(UniF2acePreTrainedModel, GenerationMixin)
             )
         filled = input_ids.clone()
         filled[placeholders] = (codes.to(input_ids.device) + config.image_token_offset).reshape(-1)
-        return filled
-
-    def encode_semantic_features(
-        self, input_ids: torch.LongTensor, pixel_values: torch.FloatTensor
-    ) -> torch.Tensor | None:
-        """`(B, 1, hidden)` semantic-encoder tokens for the rows whose image block `pixel_values` fills (zeros for
-        the other rows, whose groups do not read them); None when the prompt has no placeholders (decoding steps,
-        where the model's cached state already holds the features)."""
-        rows = self._placeholder_mask(input_ids).any(dim=1)
-        if not bool(rows.any()):
-            return None
-        if pixel_values.shape[0] != int(rows.sum()):
-            raise ValueError(
-                f"pixel_values: got {pixel_values.shape[0]} images for {int(rows.sum())} rows with image placeholders"
-            )
-        encoded = self.semantic_encoder(pixel_values)
-        features = encoded.new_zeros(input_ids.shape[0], *encoded.shape[1:])
-        features[rows.to(features.device)] = encoded
-        return features
+        features = None
+        if with_semantic_features:
+            encoded = self.semantic_encoder(pixel_values)
+            features = encoded.new_zeros(input_ids.shape[0], *encoded.shape[1:])
+            features[rows.to(features.device)] = encoded
+        return filled, features
 
     def forward(
         self,
@@ -748,9 +743,10 @@ class UniF2aceForConditionalGeneration(UniF2acePreTrainedModel, GenerationMixin)
         Other arguments: see [`UniF2aceModel.forward`]. Logits are returned in float32.
         """
         if pixel_values is not None and input_ids is not None:
-            if self.semantic_encoder is not None and semantic_features is None:
-                semantic_features = self.encode_semantic_features(input_ids, pixel_values)
-            input_ids = self.fill_image_placeholders(input_ids, pixel_values)
+            wanted = self.semantic_encoder is not None and semantic_features is None
+            input_ids, encoded = self._encode_images(input_ids, pixel_values, with_semantic_features=wanted)
+            if encoded is not None:
+                semantic_features = encoded
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -205,26 +205,15 @@ class UniF2aceTrainer:
         return path
 
     def _with_codes(self, dataset: Dataset, model) -> Dataset:
-        if CODES_COLUMN not in dataset.column_names:
-            with self.accelerator.main_process_first():
-                # encode on the accelerator when there is one (the model moves there in `prepare` anyway)
-                dataset = add_image_codes(
-                    dataset,
-                    model.vq_model.to(self.accelerator.device),
-                    model.vq_model.config.image_size,
-                    batch_size=self.recipe["data"]["codes_batch_size"],
-                )
-        if model.semantic_encoder is not None and SEMANTIC_COLUMN not in dataset.column_names:
-            with self.accelerator.main_process_first():
-                dataset = add_semantic_features(
-                    dataset,
-                    model.semantic_encoder.to(self.accelerator.device),
-                    model.vq_model.config.image_size,
-                    batch_size=self.recipe["data"]["codes_batch_size"],
-                )
-        columns = (CODES_COLUMN, "caption", "qa") + ((SEMANTIC_COLUMN,) if model.semantic_encoder is not None else ())
-        keep = [c for c in columns if c in dataset.column_names]
-        return dataset.select_columns(keep)
+        device = self.accelerator.device  # encode on the accelerator when there is one (`prepare` moves it anyway)
+        size, batch_size = model.vq_model.config.image_size, self.recipe["data"]["codes_batch_size"]
+        columns = [CODES_COLUMN, "caption", "qa"] + ([SEMANTIC_COLUMN] if model.semantic_encoder is not None else [])
+        with self.accelerator.main_process_first():
+            if CODES_COLUMN not in dataset.column_names:
+                dataset = add_image_codes(dataset, model.vq_model.to(device), size, batch_size=batch_size)
+            if SEMANTIC_COLUMN in columns and SEMANTIC_COLUMN not in dataset.column_names:
+                dataset = add_semantic_features(dataset, model.semantic_encoder.to(device), size, batch_size=batch_size)
+        return dataset.select_columns([c for c in columns if c in dataset.column_names])
 
     # ------------------------------------------------------------------ batches
     def _rows(self, dataset: Dataset, epoch: int, indices: list[int]) -> list[dict[str, Any]]:
