@@ -3,7 +3,9 @@ autocast), and what the perceptual term costs.
 
 A step is what `train_tokenizer` does: forward, `tokenizer_loss` (optionally with the shipped SynthFace feature
 network), backward, gradient clipping, AdamW. The `tiny` preset (the default tokenizer's sizes) at batch 16, the batch
-of the CPU runs in docs/decisions.md. Variants run interleaved in one process on copies of one initialisation.
+of the CPU runs in docs/decisions.md, and the `small` preset (the same grid and codebook with the width moved off the
+64×64 level) in the precision the CPU runs use. Variants run interleaved in one process on copies of one
+initialisation per preset.
 
     .venv/bin/python benchmarks/bench_tokenizer_train.py [--repeats 8] [--threads 1] [--output benchmarks/results_tokenizer_train.json]
 """
@@ -27,12 +29,14 @@ from unif2ace_hf.training.tokenizer_data import render_synthface, to_pixel_value
 from unif2ace_hf.training.tokenizer_trainer import build_vq_config
 
 VARIANTS = {
-    # name: (autocast dtype or None, memory format, perceptual weight)
-    "fp32": (None, torch.contiguous_format, 0.0),
-    "bf16": (torch.bfloat16, torch.contiguous_format, 0.0),
-    "bf16_channels_last": (torch.bfloat16, torch.channels_last, 0.0),
-    "fp32_channels_last": (None, torch.channels_last, 0.0),
-    "bf16_perceptual": (torch.bfloat16, torch.contiguous_format, 1.0),
+    # name: (preset, autocast dtype or None, memory format, perceptual weight)
+    "fp32": ("tiny", None, torch.contiguous_format, 0.0),
+    "bf16": ("tiny", torch.bfloat16, torch.contiguous_format, 0.0),
+    "bf16_channels_last": ("tiny", torch.bfloat16, torch.channels_last, 0.0),
+    "fp32_channels_last": ("tiny", None, torch.channels_last, 0.0),
+    "bf16_perceptual": ("tiny", torch.bfloat16, torch.contiguous_format, 1.0),
+    "small_bf16": ("small", torch.bfloat16, torch.contiguous_format, 0.0),
+    "small_bf16_perceptual": ("small", torch.bfloat16, torch.contiguous_format, 1.0),
 }
 
 
@@ -69,12 +73,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    base = UniF2aceVQModel(build_vq_config("tiny")).train()
+    presets = dict.fromkeys(preset for preset, *_ in VARIANTS.values())
+    bases = {preset: UniF2aceVQModel(build_vq_config(preset)).train() for preset in presets}
     pixel_values = to_pixel_values(render_synthface(args.batch_size, size=64, seed=0, workers=1))
     perceptual = PerceptualFeatureLoss.from_pretrained("default")
     steps = {
-        name: make_step(copy.deepcopy(base), pixel_values, dtype, memory_format, weight, perceptual)
-        for name, (dtype, memory_format, weight) in VARIANTS.items()
+        name: make_step(copy.deepcopy(bases[preset]), pixel_values, dtype, memory_format, weight, perceptual)
+        for name, (preset, dtype, memory_format, weight) in VARIANTS.items()
     }
     samples = interleaved_samples(steps, args.repeats)
     medians = {name: statistics.median(values) for name, values in samples.items()}
@@ -89,9 +94,9 @@ def main() -> None:
     ]
     result = {"machine": machine_info(args.threads), "batch_size": args.batch_size, "rows": rows, "samples_s": samples}
     Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"{'variant':22s} {'step (s)':>9s} {'images/s':>9s} {'vs bf16':>8s}")
+    print(f"{'variant':32s} {'step (s)':>9s} {'images/s':>9s} {'vs bf16':>8s}")
     for row in rows:
-        print(f"{row['variant']:22s} {row['step_s']:9.3f} {row['images_per_s']:9.1f} {row['speedup_vs_bf16']:8.2f}")
+        print(f"{row['variant']:32s} {row['step_s']:9.3f} {row['images_per_s']:9.1f} {row['speedup_vs_bf16']:8.2f}")
 
 
 if __name__ == "__main__":

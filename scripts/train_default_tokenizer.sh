@@ -24,6 +24,7 @@ MINUTES=${MINUTES:-7}         # training time budget; the learning rate decays o
 STEPS=${STEPS:-40000}         # step budget (whichever runs out first)
 BATCH=${BATCH:-128}
 LR=${LR:-4e-4}
+CONFIG=${CONFIG:-tiny}        # tokenizer preset (tiny; small = the CPU recipe's sizes) or a config.json
 PERCEPTUAL=${PERCEPTUAL:-}    # weight of the perceptual loss (shipped feature network); empty = pixel losses only
 INIT_FROM=${INIT_FROM:-}      # e.g. src/unif2ace_hf/default_models/unif2ace-vq-tiny to train the shipped model longer
 RUN=${RUN:-/tmp/unif2ace-vq-run}
@@ -43,7 +44,7 @@ mkdir -p "$OUT/unif2ace-vq-tiny"
 rm -rf "$RUN"
 
 "$PYTHON" -m unif2ace_hf.commands.tokenizer train-tokenizer \
-  --data "synthface:$IMAGES" --output-dir "$RUN" --config tiny --bf16 \
+  --data "synthface:$IMAGES" --output-dir "$RUN" --config "$CONFIG" --bf16 \
   --max-steps "$STEPS" --max-minutes "$MINUTES" --batch-size "$BATCH" --learning-rate "$LR" \
   --warmup-steps 500 --log-steps 100 --save-steps 1000000 --no-progress ${INIT_FROM:+--init-from "$INIT_FROM"} \
   ${PERCEPTUAL:+--perceptual-net default --perceptual-weight "$PERCEPTUAL"} \

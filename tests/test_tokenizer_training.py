@@ -86,10 +86,11 @@ def test_bf16_run_after_an_fp32_run_in_one_process(tmp_path, faces):
     assert summary["mixed_precision"] == "bf16" and read_metrics(tmp_path / "bf16")[0]["loss"] > 0
 
 
-def test_tiny_preset_fits_the_size_budget():
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_default_sized_presets_fit_the_size_budget(preset):
     from unif2ace_hf import UniF2aceVQConfig
 
-    config = UniF2aceVQConfig(**TOKENIZER_PRESETS["tiny"])
+    config = UniF2aceVQConfig(**TOKENIZER_PRESETS[preset])
     model = UniF2aceVQModel(config)
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     assert size <= 15_000_000 and config.codebook_size == 1024 and config.latent_size == 16

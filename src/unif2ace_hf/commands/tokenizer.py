@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--data", required=True, help="parquet folder, image folder, .npy, or synthface:N[:SEED]")
     train.add_argument("--output-dir", required=True, help="model folder; also holds metrics.jsonl and checkpoints/")
-    train.add_argument("--config", default="tiny", help="preset (tiny, micro, magvit) or a tokenizer config.json")
+    train.add_argument(
+        "--config", default="tiny", help="preset (tiny, small, micro, magvit) or a tokenizer config.json"
+    )
     train.add_argument(
         "--init-from", default=None, help="start from this tokenizer folder's weights and config (a warm start)"
     )

@@ -25,19 +25,32 @@ from .checkpointing import begin_checkpoint, commit_checkpoint, find_latest
 from .perceptual_loss import PerceptualFeatureLoss
 from .tokenizer_data import load_images, to_pixel_values
 
+# The default model's tokenizer: 64×64 faces -> 16×16 codes of 10 bits (1024 codes, the default
+# UniF2aceConfig.codebook_size); 3.4 M parameters = 13.7 MB in fp32. Width goes to the 64×64 level of the
+# decoder, where thin lines and dots are drawn.
+_TINY = dict(
+    image_size=64,
+    base_channels=64,
+    encoder_channel_multipliers=[1, 2, 2],
+    encoder_num_res_blocks=[1, 1, 1],
+    decoder_channel_multipliers=[1, 2, 2],
+    decoder_num_res_blocks=[1, 1, 2],
+    attn_resolutions=[],
+    codebook_dim=10,
+)
+
 TOKENIZER_PRESETS: dict[str, dict] = {
-    # The default model's tokenizer: 64×64 faces -> 16×16 codes of 10 bits (1024 codes, the default
-    # UniF2aceConfig.codebook_size); 3.4 M parameters = 13.7 MB in fp32. Width goes to the 64×64 level of the
-    # decoder, where thin lines and dots are drawn.
-    "tiny": dict(
-        image_size=64,
-        base_channels=64,
-        encoder_channel_multipliers=[1, 2, 2],
-        encoder_num_res_blocks=[1, 1, 1],
-        decoder_channel_multipliers=[1, 2, 2],
-        decoder_num_res_blocks=[1, 1, 2],
-        attn_resolutions=[],
-        codebook_dim=10,
+    "tiny": _TINY,
+    # The same grid and codebook for a CPU budget: width moves from the 64×64 level (32 channels) to the 16×16 one
+    # (128), so a training step costs about half of `tiny`'s. 8 norm groups, not 32: with 32 groups over 32
+    # channels GroupNorm is a per-channel instance norm, which erases each image's colour offsets at the full-size
+    # level and learned far slower (docs/decisions.md, "A tokenizer for the CPU budget").
+    "small": dict(
+        _TINY,
+        base_channels=32,
+        encoder_channel_multipliers=[1, 2, 4],
+        decoder_channel_multipliers=[1, 2, 4],
+        norm_num_groups=8,
     ),
     # For tests and smoke runs: seconds on a CPU.
     "micro": dict(
@@ -90,7 +103,7 @@ class TokenizerTrainingArguments:
 
 
 def build_vq_config(name_or_path: str, overrides: dict | None = None) -> UniF2aceVQConfig:
-    """A preset name (`tiny`, `micro`, `magvit`) or a path to a tokenizer `config.json` / model folder."""
+    """A preset name (`tiny`, `small`, `micro`, `magvit`) or a path to a tokenizer `config.json` / model folder."""
     if name_or_path in TOKENIZER_PRESETS:
         kwargs = dict(TOKENIZER_PRESETS[name_or_path])
     else:

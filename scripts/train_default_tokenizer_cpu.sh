@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Train the default image tokenizer (unif2ace_hf.DEFAULT_VQ_MODEL) from scratch on a 2-core CPU in 41 minutes, then
+# evaluate it on held-out renders. The perceptual term uses the shipped SynthFace feature network
+# (training/weights/synthface-features, 4 CPU minutes to train: docs/decisions.md, "Perceptual term"), so the whole
+# tokenizer costs 45 CPU minutes. Leaves under $OUT: the model folder, metrics.jsonl (one row per step),
+# training_summary.json, eval_test.json, eval_novel.json and tokenizer_recon.png.
+#
+#   bash scripts/train_default_tokenizer_cpu.sh                  # OUT=runs/vq-small, data under runs/
+#   cp runs/vq-small/{config.json,model.safetensors} src/unif2ace_hf/default_models/unif2ace-vq-tiny/
+#
+# Run it on an otherwise idle machine: the budget is wall-clock, so anything sharing the cores costs steps.
+set -euo pipefail
+OUT=${OUT:-runs/vq-small}
+TRAIN_DATA=${TRAIN_DATA:-runs/synthface-seed102}   # 40 000 faces, 32 000 in the train split
+EVAL_DATA=${EVAL_DATA:-runs/synthface-seed0}       # the held-out faces of docs/decisions.md's tokenizer tables
+MINUTES=${MINUTES:-41}
+PERCEPTUAL=${PERCEPTUAL:-2.0}
+LR=${LR:-1e-3}
+UNIF2ACE=${UNIF2ACE:-unif2ace}
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+
+[ -d "$TRAIN_DATA" ] || "$UNIF2ACE" data synthface --num-images 40000 --size 64 --seed 102 --output-dir "$TRAIN_DATA"
+[ -d "$EVAL_DATA" ] || "$UNIF2ACE" data synthface --num-images 5120 --size 64 --seed 0 --output-dir "$EVAL_DATA"
+
+"$UNIF2ACE" train-tokenizer --data "$TRAIN_DATA" --output-dir "$OUT" --config small --bf16 --threads 2 \
+  --batch-size 16 --learning-rate "$LR" --warmup-steps 200 --max-minutes "$MINUTES" \
+  --perceptual-net default --perceptual-weight "$PERCEPTUAL" --log-steps 25 --save-steps 1000 --no-progress
+
+"$UNIF2ACE" eval-tokenizer --model "$OUT" --data "$EVAL_DATA" --split test --num-images 256 \
+  --json "$OUT/eval_test.json" --grid "$OUT/tokenizer_recon.png"
+"$UNIF2ACE" eval-tokenizer --model "$OUT" --data "$EVAL_DATA" --split novel --num-images 256 --json "$OUT/eval_novel.json"
