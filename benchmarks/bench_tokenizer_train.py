@@ -4,8 +4,9 @@ autocast), and what the perceptual term costs.
 A step is what `train_tokenizer` does: forward, `tokenizer_loss` (optionally with the shipped SynthFace feature
 network), backward, gradient clipping, AdamW. The `tiny` preset (the default tokenizer's sizes) at batch 16, the batch
 of the CPU runs in docs/decisions.md, and the `small` preset (the same grid and codebook with the width moved off the
-64×64 level) in the precision the CPU runs use. Variants run interleaved in one process on copies of one
-initialisation per preset.
+64×64 level) in the precision the CPU runs use, eager and under `torch.compile` (the trainer's `--compile`; compiled
+during the warm-up call, before timing). Variants run interleaved in one process on copies of one initialisation per
+preset.
 
     .venv/bin/python benchmarks/bench_tokenizer_train.py [--repeats 8] [--threads 1] [--output benchmarks/results_tokenizer_train.json]
 """
@@ -29,7 +30,7 @@ from unif2ace_hf.training.tokenizer_data import render_synthface, to_pixel_value
 from unif2ace_hf.training.tokenizer_trainer import build_vq_config
 
 VARIANTS = {
-    # name: (preset, autocast dtype or None, memory format, perceptual weight)
+    # name: (preset, autocast dtype or None, memory format, perceptual weight[, torch.compile])
     "fp32": ("tiny", None, torch.contiguous_format, 0.0),
     "bf16": ("tiny", torch.bfloat16, torch.contiguous_format, 0.0),
     "bf16_channels_last": ("tiny", torch.bfloat16, torch.channels_last, 0.0),
@@ -37,22 +38,25 @@ VARIANTS = {
     "bf16_perceptual": ("tiny", torch.bfloat16, torch.contiguous_format, 1.0),
     "small_bf16": ("small", torch.bfloat16, torch.contiguous_format, 0.0),
     "small_bf16_perceptual": ("small", torch.bfloat16, torch.contiguous_format, 1.0),
+    "small_bf16_perceptual_compiled": ("small", torch.bfloat16, torch.contiguous_format, 1.0, True),
 }
 
 
-def make_step(model, pixel_values, dtype, memory_format, perceptual_weight, perceptual):
+def make_step(model, pixel_values, dtype, memory_format, perceptual_weight, compiled=False, *, perceptual):
     model = model.to(memory_format=memory_format)
+    forward = torch.compile(model) if compiled else model
+    features = torch.compile(perceptual) if compiled else perceptual
     pixel_values = pixel_values.contiguous(memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99))
     weights = TokenizerLossWeights(perceptual=perceptual_weight)
 
     def loss_fn(reconstruction, target):
         with torch.autocast("cpu", dtype=dtype) if dtype else nullcontext():
-            return perceptual(reconstruction, target)
+            return features(reconstruction, target)
 
     def step() -> None:
         with torch.autocast("cpu", dtype=dtype) if dtype else nullcontext():
-            output = model(pixel_values)
+            output = forward(pixel_values)
         terms = tokenizer_loss(
             output.reconstruction, pixel_values, output.latents, weights, loss_fn if perceptual_weight else None
         )
@@ -78,8 +82,8 @@ def main() -> None:
     pixel_values = to_pixel_values(render_synthface(args.batch_size, size=64, seed=0, workers=1))
     perceptual = PerceptualFeatureLoss.from_pretrained("default")
     steps = {
-        name: make_step(copy.deepcopy(bases[preset]), pixel_values, dtype, memory_format, weight, perceptual)
-        for name, (preset, dtype, memory_format, weight) in VARIANTS.items()
+        name: make_step(copy.deepcopy(bases[preset]), pixel_values, *options, perceptual=perceptual)
+        for name, (preset, *options) in VARIANTS.items()
     }
     samples = interleaved_samples(steps, args.repeats)
     medians = {name: statistics.median(values) for name, values in samples.items()}

@@ -16,6 +16,7 @@ EVAL_DATA=${EVAL_DATA:-runs/synthface-seed0}       # the held-out faces of docs/
 MINUTES=${MINUTES:-41}
 PERCEPTUAL=${PERCEPTUAL:-2.0}
 LR=${LR:-1e-3}
+COMPILE=${COMPILE:-1}          # torch.compile: 1.4x the steps; the measured runs of docs/decisions.md were eager (COMPILE=)
 UNIF2ACE=${UNIF2ACE:-unif2ace}
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
@@ -24,7 +25,8 @@ export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
 "$UNIF2ACE" train-tokenizer --data "$TRAIN_DATA" --output-dir "$OUT" --config small --bf16 --threads 2 \
   --batch-size 16 --learning-rate "$LR" --warmup-steps 200 --max-minutes "$MINUTES" \
-  --perceptual-net default --perceptual-weight "$PERCEPTUAL" --log-steps 25 --save-steps 1000 --no-progress
+  --perceptual-net default --perceptual-weight "$PERCEPTUAL" --log-steps 25 --save-steps 1000 --no-progress \
+  ${COMPILE:+--compile}
 
 "$UNIF2ACE" eval-tokenizer --model "$OUT" --data "$EVAL_DATA" --split test --num-images 256 \
   --json "$OUT/eval_test.json" --grid "$OUT/tokenizer_recon.png"

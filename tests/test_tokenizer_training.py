@@ -1,5 +1,6 @@
 """Tokenizer training (accelerate, metrics, resume), its data sources, and `unif2ace eval-tokenizer`."""
 
+import copy
 import json
 import shutil
 
@@ -68,6 +69,39 @@ def test_three_steps_write_metrics_a_model_and_resume_exactly(tmp_path, faces):
     assert [row["step"] for row in resumed] == [1, 2, 3, 4, 5]
     for a, b in zip(resumed[3:], full[3:]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+def test_upsampling_is_nearest_neighbour_exactly():
+    from unif2ace_hf.modeling.image_tokenizer import UniF2aceVQUpsample
+
+    upsample = UniF2aceVQUpsample(4)
+    x = torch.randn(2, 4, 5, 3)
+    with torch.no_grad():
+        expected = upsample.conv(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+        assert torch.equal(upsample(x), expected)
+
+
+@pytest.mark.slow  # compiling forward and backward takes most of a minute on a CPU
+def test_compiled_bf16_training_gets_the_eager_gradients(tmp_path, faces):
+    """torch.compile once returned zero gradients for everything below the decoder's upsampling in bf16 (the
+    nearest-neighbour interpolation's backward); a run with it learned nothing."""
+    from unif2ace_hf.training.tokenizer_trainer import build_vq_config
+
+    torch.manual_seed(0)
+    model = UniF2aceVQModel(build_vq_config("micro")).train()
+    compiled = copy.deepcopy(model)
+    pixel_values = faces[:4].permute(0, 3, 1, 2).float() / 127.5 - 1
+    for forward in (model, torch.compile(compiled)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output = forward(pixel_values)
+        (output.reconstruction.float() - pixel_values).abs().mean().backward()
+    # conv weights only: a bias followed by GroupNorm has a true gradient of zero, so both hold rounding noise
+    for (name, eager), (_, other) in zip(model.named_parameters(), compiled.named_parameters(), strict=True):
+        if eager.dim() == 4:
+            assert other.grad.norm() == pytest.approx(eager.grad.norm().item(), rel=0.1), name
+    # and the trainer's option runs and saves the module's own weight names
+    train_tokenizer(arguments(tmp_path / "compiled", max_steps=2, compile=True, bf16=True), images=faces)
+    UniF2aceVQModel.from_pretrained(tmp_path / "compiled")
 
 
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path, faces):

@@ -60,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--max-minutes", type=float, default=None, help="stop, checkpoint and save after this long")
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    train.add_argument("--compile", action="store_true", help="torch.compile the tokenizer and the feature network")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=run_train)
 
@@ -125,6 +126,7 @@ def run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
         perceptual_net=args.perceptual_net,
+        compile=args.compile,
         loss_weights=TokenizerLossWeights(
             perceptual=args.perceptual_weight
             if args.perceptual_weight is not None

@@ -84,7 +84,10 @@ class UniF2aceVQUpsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        # Each pixel repeated 2×2: exactly `F.interpolate(x, scale_factor=2, mode="nearest")`, whose backward
+        # torch.compile (inductor, CPU, bf16 autocast) returns as zeros, cutting every gradient above this layer.
+        b, c, h, w = x.shape
+        return self.conv(x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w))
 
 
 class _Level(nn.Module):
