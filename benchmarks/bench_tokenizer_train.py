@@ -30,19 +30,19 @@ from unif2ace_hf.training.tokenizer_data import render_synthface, to_pixel_value
 from unif2ace_hf.training.tokenizer_trainer import build_vq_config
 
 VARIANTS = {
-    # name: (preset, autocast dtype or None, memory format, perceptual weight[, torch.compile])
-    "fp32": ("tiny", None, torch.contiguous_format, 0.0),
-    "bf16": ("tiny", torch.bfloat16, torch.contiguous_format, 0.0),
-    "bf16_channels_last": ("tiny", torch.bfloat16, torch.channels_last, 0.0),
-    "fp32_channels_last": ("tiny", None, torch.channels_last, 0.0),
-    "bf16_perceptual": ("tiny", torch.bfloat16, torch.contiguous_format, 1.0),
-    "small_bf16": ("small", torch.bfloat16, torch.contiguous_format, 0.0),
-    "small_bf16_perceptual": ("small", torch.bfloat16, torch.contiguous_format, 1.0),
+    # name: (preset, autocast dtype or None, memory format, perceptual weight, torch.compile)
+    "fp32": ("tiny", None, torch.contiguous_format, 0.0, False),
+    "bf16": ("tiny", torch.bfloat16, torch.contiguous_format, 0.0, False),
+    "bf16_channels_last": ("tiny", torch.bfloat16, torch.channels_last, 0.0, False),
+    "fp32_channels_last": ("tiny", None, torch.channels_last, 0.0, False),
+    "bf16_perceptual": ("tiny", torch.bfloat16, torch.contiguous_format, 1.0, False),
+    "small_bf16": ("small", torch.bfloat16, torch.contiguous_format, 0.0, False),
+    "small_bf16_perceptual": ("small", torch.bfloat16, torch.contiguous_format, 1.0, False),
     "small_bf16_perceptual_compiled": ("small", torch.bfloat16, torch.contiguous_format, 1.0, True),
 }
 
 
-def make_step(model, pixel_values, dtype, memory_format, perceptual_weight, compiled=False, *, perceptual):
+def make_step(model, pixel_values, dtype, memory_format, perceptual_weight, compiled, perceptual):
     model = model.to(memory_format=memory_format)
     forward = torch.compile(model) if compiled else model
     features = torch.compile(perceptual) if compiled else perceptual
@@ -82,8 +82,8 @@ def main() -> None:
     pixel_values = to_pixel_values(render_synthface(args.batch_size, size=64, seed=0, workers=1))
     perceptual = PerceptualFeatureLoss.from_pretrained("default")
     steps = {
-        name: make_step(copy.deepcopy(bases[preset]), pixel_values, *options, perceptual=perceptual)
-        for name, (preset, *options) in VARIANTS.items()
+        name: make_step(copy.deepcopy(bases[preset]), pixel_values, dtype, memory_format, weight, compiled, perceptual)
+        for name, (preset, dtype, memory_format, weight, compiled) in VARIANTS.items()
     }
     samples = interleaved_samples(steps, args.repeats)
     medians = {name: statistics.median(values) for name, values in samples.items()}

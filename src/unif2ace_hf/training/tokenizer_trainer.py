@@ -250,13 +250,13 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
     perceptual_in_autocast = None
     if perceptual_loss is not None:
         perceptual_loss = perceptual_loss.to(accelerator.device)
+        perceptual_features = torch.compile(perceptual_loss) if args.compile else perceptual_loss
 
         def perceptual_in_autocast(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             # the feature network runs in the training precision; the loss terms themselves stay in fp32
             with accelerator.autocast():
                 return perceptual_features(reconstruction, target)
 
-        perceptual_features = torch.compile(perceptual_loss) if args.compile else perceptual_loss
     # The compiled wrapper shares the parameters; checkpoints and the saved model use `model` itself.
     forward = torch.compile(model) if args.compile else model
 
