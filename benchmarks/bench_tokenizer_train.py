@@ -3,7 +3,7 @@ autocast), and what the perceptual term costs.
 
 A step is what `train_tokenizer` does: forward, `tokenizer_loss` (optionally with the shipped SynthFace feature
 network), backward, gradient clipping, AdamW. The `tiny` preset (the default tokenizer's sizes) at batch 16, the batch
-of the CPU runs in docs/decisions.md, and the `small` preset (the same grid and codebook with the width moved off the
+of the CPU runs in docs/decisions.md, and the `small` preset (the same grid, 12-bit codes, the width moved off the
 64×64 level) in the precision the CPU runs use, eager and under `torch.compile` (the trainer's `--compile`; compiled
 during the warm-up call, before timing). Variants run interleaved in one process on copies of one initialisation per
 preset.

@@ -16,14 +16,15 @@ EVAL_DATA=${EVAL_DATA:-runs/synthface-seed0}       # the held-out faces of docs/
 MINUTES=${MINUTES:-41}
 PERCEPTUAL=${PERCEPTUAL:-2.0}
 LR=${LR:-1e-3}
-COMPILE=${COMPILE:-1}          # torch.compile: 1.4x the steps; the measured runs of docs/decisions.md were eager (COMPILE=)
+CONFIG=${CONFIG:-small}        # a preset or a tokenizer config.json
+COMPILE=${COMPILE:-1}          # torch.compile: about 1.4x the steps (set COMPILE= for eager)
 UNIF2ACE=${UNIF2ACE:-unif2ace}
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
 [ -d "$TRAIN_DATA" ] || "$UNIF2ACE" data synthface --num-images 40000 --size 64 --seed 102 --output-dir "$TRAIN_DATA"
 [ -d "$EVAL_DATA" ] || "$UNIF2ACE" data synthface --num-images 5120 --size 64 --seed 0 --output-dir "$EVAL_DATA"
 
-"$UNIF2ACE" train-tokenizer --data "$TRAIN_DATA" --output-dir "$OUT" --config small --bf16 --threads 2 \
+"$UNIF2ACE" train-tokenizer --data "$TRAIN_DATA" --output-dir "$OUT" --config "$CONFIG" --bf16 --threads 2 \
   --batch-size 16 --learning-rate "$LR" --warmup-steps 200 --max-minutes "$MINUTES" \
   --perceptual-net default --perceptual-weight "$PERCEPTUAL" --log-steps 25 --save-steps 1000 --no-progress \
   ${COMPILE:+--compile}

@@ -106,6 +106,18 @@ def test_entropy_terms_match_a_direct_computation():
     torch.testing.assert_close(codebook, direct_codebook, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("bits", [1, 7, 10])
+def test_codebook_entropy_is_exact_for_odd_and_even_bit_counts(bits):
+    """The batch-mean code distribution is built from two halves of the bits; check it against all codes at once."""
+    latents = 0.7 * torch.randn(3, bits, 4, 4, dtype=torch.float64).float()
+    _, codebook = lfq_entropy_terms(latents)
+    z = latents.permute(0, 2, 3, 1).reshape(-1, bits).double()
+    codes = torch.tensor([[1.0 if (c >> (bits - 1 - k)) & 1 else -1.0 for k in range(bits)] for c in range(2**bits)])
+    probs = torch.softmax(-((z[:, None, :] - codes[None].double()) ** 2).sum(-1), dim=-1)
+    mean = probs.mean(0)
+    torch.testing.assert_close(codebook.double(), -(mean * mean.log()).sum() / bits, rtol=1e-4, atol=1e-6)
+
+
 def test_save_and_load_is_exact(tmp_path):
     model = UniF2aceVQModel(micro_config()).eval()
     model.save_pretrained(tmp_path / "vq")

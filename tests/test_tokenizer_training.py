@@ -12,6 +12,7 @@ from PIL import Image
 from unif2ace_hf import UniF2aceVQModel
 from unif2ace_hf.cli import main
 from unif2ace_hf.training.tokenizer_data import load_images, render_synthface
+from unif2ace_hf.training.tokenizer_eval import judge_accuracy, judge_accuracy_by_category
 from unif2ace_hf.training.tokenizer_trainer import TOKENIZER_PRESETS, TokenizerTrainingArguments, train_tokenizer
 
 
@@ -53,7 +54,7 @@ def test_three_steps_write_metrics_a_model_and_resume_exactly(tmp_path, faces):
     assert summary["steps"] == 5
     full = read_metrics(tmp_path / "full")
     assert [row["step"] for row in full] == [1, 2, 3, 4, 5]
-    assert {"loss", "l1", "gradient", "commitment", "entropy", "psnr", "lr"} <= set(full[0])
+    assert {"loss", "l1", "gradient", "commitment", "entropy", "psnr", "lr", "seconds"} <= set(full[0])
     model = UniF2aceVQModel.from_pretrained(tmp_path / "full")
     assert model.config.image_size == 32
 
@@ -69,6 +70,9 @@ def test_three_steps_write_metrics_a_model_and_resume_exactly(tmp_path, faces):
     assert [row["step"] for row in resumed] == [1, 2, 3, 4, 5]
     for a, b in zip(resumed[3:], full[3:]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    # the training clock carries over a resume (it drives the time budget's learning-rate decay)
+    seconds = [row["seconds"] for row in resumed]
+    assert seconds == sorted(seconds) and seconds[3] >= seconds[2]
 
 
 def test_upsampling_is_nearest_neighbour_exactly():
@@ -120,14 +124,14 @@ def test_bf16_run_after_an_fp32_run_in_one_process(tmp_path, faces):
     assert summary["mixed_precision"] == "bf16" and read_metrics(tmp_path / "bf16")[0]["loss"] > 0
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small"])
-def test_default_sized_presets_fit_the_size_budget(preset):
+@pytest.mark.parametrize("preset, codebook_size", [("tiny", 1024), ("small", 4096)])
+def test_default_sized_presets_fit_the_size_budget(preset, codebook_size):
     from unif2ace_hf import UniF2aceVQConfig
 
     config = UniF2aceVQConfig(**TOKENIZER_PRESETS[preset])
     model = UniF2aceVQModel(config)
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    assert size <= 15_000_000 and config.codebook_size == 1024 and config.latent_size == 16
+    assert size <= 15_000_000 and config.codebook_size == codebook_size and config.latent_size == 16
 
 
 def test_data_sources_agree(tmp_path, faces):
@@ -170,7 +174,17 @@ def test_cli_trains_and_evaluates_on_a_parquet_dataset(tmp_path, capsys):
     assert code == 0 and "PSNR:" in out and "codebook usage:" in out
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["num_images"] == 4 and 0 < result["codebook_usage"] <= 1
+    by_category = result["judge_accuracy_by_category"]
+    assert set(by_category) >= {"eyebrow_shape", "hair_color"} and "most lost:" in out
+    assert all(0 <= v["originals"] <= 1 and 0 <= v["reconstructions"] <= 1 for v in by_category.values())
     assert Image.open(grid).size == (4 * 32, 2 * 32)
+
+
+def test_judge_accuracy_per_category_skips_unknown_truth_and_unpredicted_categories():
+    truth = [{"eyes": "blue", "nose": "long", "hat": None}, {"eyes": "brown", "nose": "short", "hat": "cap"}]
+    predicted = [{"eyes": "blue", "nose": "short", "hat": "cap"}, {"eyes": "blue", "nose": "short"}]
+    assert judge_accuracy_by_category(predicted, truth) == {"eyes": 0.5, "nose": 0.5}
+    assert judge_accuracy(predicted, truth) == 0.5  # 2 of the same 4 (image, category) pairs
 
 
 def test_warm_start_continues_from_a_saved_tokenizer(tmp_path, faces):

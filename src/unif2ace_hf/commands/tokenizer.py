@@ -193,6 +193,13 @@ def run_eval(args: argparse.Namespace) -> int:
             f"judge accuracy: originals {100 * result['judge_accuracy_originals']:.2f}%, reconstructions "
             f"{100 * result['judge_accuracy_reconstructions']:.2f}% (gap {100 * gap:.2f} points)"
         )
+        losses = {
+            category: accuracy["originals"] - accuracy["reconstructions"]
+            for category, accuracy in result["judge_accuracy_by_category"].items()
+        }
+        worst = sorted((category for category in losses if losses[category] > 0), key=lambda c: -losses[c])[:5]
+        if worst:
+            print("most lost: " + ", ".join(f"{category} {100 * losses[category]:.1f}" for category in worst))
     if "judge_agreement" in result:
         print(f"judge agreement (reconstruction vs original): {100 * result['judge_agreement']:.2f}%")
     if args.grid:

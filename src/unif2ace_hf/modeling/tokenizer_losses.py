@@ -10,15 +10,14 @@ weights. See `docs/decisions.md` ("Image tokenizer").
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
-EXACT_ENTROPY_MAX_BITS = 12
-"""Up to 2^12 codes the batch code distribution is computed exactly; above, bits are treated as independent."""
+EXACT_ENTROPY_MAX_BITS = 16
+"""Up to 2^16 codes the batch code distribution is computed exactly; above, bits are treated as independent."""
 
 
 @dataclass
@@ -45,28 +44,41 @@ def _binary_entropy(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return -(log_p.exp() * log_p + log_q.exp() * log_q)
 
 
+def _bit_pattern_probabilities(log_p1: torch.Tensor, log_p0: torch.Tensor) -> torch.Tensor:
+    """`(N, k)` log-probabilities of each bit being 1 / 0 -> `(N, 2^k)` probabilities of every k-bit pattern, most
+    significant bit first."""
+    k = log_p1.shape[1]
+    powers = 2 ** torch.arange(k - 1, -1, -1, device=log_p1.device)
+    bits = ((torch.arange(2**k, device=log_p1.device).unsqueeze(1) // powers) % 2).to(log_p1.dtype)  # [2^k, k]
+    return (log_p1 @ bits.T + log_p0 @ (1 - bits).T).exp()
+
+
 def lfq_entropy_terms(latents: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean per-position code entropy, entropy of the batch's mean code distribution), both in nats per bit.
 
     A position's soft code distribution is `softmax(-||z - c||² / τ)` over the codes `c ∈ {±1}^d`; it factorises
     over bits with `p(bit=1) = sigmoid(4 z / τ)`, so its entropy is the sum of the bit entropies. The batch-mean
-    distribution does not factorise; for up to 2^12 codes it is formed exactly (one `(N, d) @ (d, 2^d)` product),
-    otherwise per bit (an upper bound that ignores correlations between bits).
+    distribution does not factorise, but each position's does into its high and low halves of bits, so the batch mean
+    is one `(2^⌊d/2⌋, N) @ (N, 2^⌈d/2⌉)` product: exact, and for 10 bits 16× cheaper in time than forming all
+    `N × 2^d` code probabilities. Above 2^16 codes bits are treated as independent (an upper bound that ignores
+    their correlations).
     """
     d = latents.shape[1]
-    z = latents.float().permute(0, 2, 3, 1).reshape(-1, d)
-    log_p1 = F.logsigmoid(4.0 * z / temperature)
-    log_p0 = F.logsigmoid(-4.0 * z / temperature)
-    sample_entropy = _binary_entropy(log_p1, log_p0).sum(-1).mean() / d
-    if d <= EXACT_ENTROPY_MAX_BITS:
-        powers = 2 ** torch.arange(d - 1, -1, -1, device=z.device)
-        bits = ((torch.arange(2**d, device=z.device).unsqueeze(1) // powers) % 2).float()  # [2^d, d], MSB first
-        log_q = log_p1 @ bits.T + log_p0 @ (1 - bits).T  # [N, 2^d]
-        mean_q = torch.logsumexp(log_q, dim=0) - math.log(z.shape[0])
-        codebook_entropy = -(mean_q.exp() * mean_q).sum() / d
-    else:
-        mean_p1 = log_p1.exp().mean(0).clamp(1e-7, 1 - 1e-7)
-        codebook_entropy = _binary_entropy(mean_p1.log(), (1 - mean_p1).log()).mean()
+    with torch.autocast(latents.device.type, enabled=False):
+        z = latents.float().permute(0, 2, 3, 1).reshape(-1, d)
+        log_p1 = F.logsigmoid(4.0 * z / temperature)
+        log_p0 = F.logsigmoid(-4.0 * z / temperature)
+        sample_entropy = _binary_entropy(log_p1, log_p0).sum(-1).mean() / d
+        if d <= EXACT_ENTROPY_MAX_BITS:
+            high = d // 2
+            high_patterns = _bit_pattern_probabilities(log_p1[:, :high], log_p0[:, :high])  # [N, 2^high]
+            low_patterns = _bit_pattern_probabilities(log_p1[:, high:], log_p0[:, high:])  # [N, 2^(d-high)]
+            mean_q = high_patterns.T @ low_patterns / z.shape[0]  # [2^high, 2^(d-high)]: code = high * 2^(d-high) + low
+            # codes no position can reach underflow to 0, where p log p is 0; the clamp keeps the gradient finite
+            codebook_entropy = -(mean_q * mean_q.clamp_min(1e-30).log()).sum() / d
+        else:
+            mean_p1 = log_p1.exp().mean(0).clamp(1e-7, 1 - 1e-7)
+            codebook_entropy = _binary_entropy(mean_p1.log(), (1 - mean_p1).log()).mean()
     return sample_entropy, codebook_entropy
 
 

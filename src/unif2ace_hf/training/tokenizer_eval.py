@@ -51,6 +51,19 @@ def judge_accuracy(predictions: list[dict], truth: list[dict]) -> float:
     return hits / max(total, 1)
 
 
+def judge_accuracy_by_category(predictions: list[dict], truth: list[dict]) -> dict[str, float]:
+    """`judge_accuracy` per category, to see which attributes a tokenizer's codes lose."""
+    hits: dict[str, int] = {}
+    totals: dict[str, int] = {}
+    for predicted, labels in zip(predictions, truth):
+        for category, value in labels.items():
+            if value is None or category not in predicted:
+                continue
+            hits[category] = hits.get(category, 0) + (predicted[category] == value)
+            totals[category] = totals.get(category, 0) + 1
+    return {category: hits[category] / totals[category] for category in sorted(totals)}
+
+
 def comparison_grid(original: torch.Tensor, reconstruction: torch.Tensor, columns: int = 8) -> Image.Image:
     """Originals in the top row, their reconstructions below (uint8 `(N, H, W, 3)` inputs)."""
     count = min(columns, len(original))
@@ -94,6 +107,12 @@ def evaluate_tokenizer(
         if attributes is not None:
             result["judge_accuracy_originals"] = judge_accuracy(originals, attributes)
             result["judge_accuracy_reconstructions"] = judge_accuracy(reconstructed, attributes)
+            by_original = judge_accuracy_by_category(originals, attributes)
+            by_reconstruction = judge_accuracy_by_category(reconstructed, attributes)
+            result["judge_accuracy_by_category"] = {
+                category: {"originals": accuracy, "reconstructions": by_reconstruction[category]}
+                for category, accuracy in by_original.items()
+            }
         result["judge_agreement"] = judge_accuracy(reconstructed, originals)
     if grid_path is not None:
         grid_path = Path(grid_path)
@@ -103,4 +122,12 @@ def evaluate_tokenizer(
     return result
 
 
-__all__ = ["evaluate_tokenizer", "reconstruct", "psnr", "judge_accuracy", "comparison_grid", "USAGE_IMAGES"]
+__all__ = [
+    "evaluate_tokenizer",
+    "reconstruct",
+    "psnr",
+    "judge_accuracy",
+    "judge_accuracy_by_category",
+    "comparison_grid",
+    "USAGE_IMAGES",
+]
