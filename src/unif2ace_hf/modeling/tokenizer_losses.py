@@ -59,7 +59,7 @@ def lfq_entropy_terms(latents: torch.Tensor, temperature: float = 1.0) -> tuple[
     A position's soft code distribution is `softmax(-||z - c||² / τ)` over the codes `c ∈ {±1}^d`; it factorises
     over bits with `p(bit=1) = sigmoid(4 z / τ)`, so its entropy is the sum of the bit entropies. The batch-mean
     distribution does not factorise, but each position's does into its high and low halves of bits, so the batch mean
-    is one `(2^⌊d/2⌋, N) @ (N, 2^⌈d/2⌉)` product: exact, and for 10 bits 16× cheaper in time than forming all
+    is one `(2^⌊d/2⌋, N) @ (N, 2^⌈d/2⌉)` product: exact, and for 10 bits about 10× faster than forming all
     `N × 2^d` code probabilities. Above 2^16 codes bits are treated as independent (an upper bound that ignores
     their correlations).
     """
