@@ -109,7 +109,7 @@ def test_entropy_terms_match_a_direct_computation():
 @pytest.mark.parametrize("bits", [1, 7, 10])
 def test_codebook_entropy_is_exact_for_odd_and_even_bit_counts(bits):
     """The batch-mean code distribution is built from two halves of the bits; check it against all codes at once."""
-    latents = 0.7 * torch.randn(3, bits, 4, 4, dtype=torch.float64).float()
+    latents = 0.7 * torch.randn(3, bits, 4, 4)
     _, codebook = lfq_entropy_terms(latents)
     z = latents.permute(0, 2, 3, 1).reshape(-1, bits).double()
     codes = torch.tensor([[1.0 if (c >> (bits - 1 - k)) & 1 else -1.0 for k in range(bits)] for c in range(2**bits)])

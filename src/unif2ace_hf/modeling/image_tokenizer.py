@@ -197,11 +197,16 @@ class UniF2aceVQDecoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+def code_bits(codebook_dim: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """`[2^d, d]` {0, 1} table whose row i is the bits of code i, most significant first (the LFQ code order)."""
+    power_vals = 2 ** torch.arange(codebook_dim - 1, -1, -1, dtype=torch.long, device=device)
+    return (torch.arange(2**codebook_dim, dtype=torch.long, device=device).unsqueeze(1) // power_vals) % 2
+
+
 def _codebook(codebook_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(`embedding` [2^d, d] of ±1 with row i = the bits of i, MSB first; `power_vals` [d] = 2^(d-1) … 1)."""
     power_vals = 2 ** torch.arange(codebook_dim - 1, -1, -1, dtype=torch.long)
-    bits = (torch.arange(2**codebook_dim, dtype=torch.long).unsqueeze(1) // power_vals) % 2
-    return bits.float() * 2 - 1, power_vals
+    return code_bits(codebook_dim).float() * 2 - 1, power_vals
 
 
 class UniF2aceLFQ(nn.Module):

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from .image_tokenizer import code_bits
+
 EXACT_ENTROPY_MAX_BITS = 16
 """Up to 2^16 codes the batch code distribution is computed exactly; above, bits are treated as independent."""
 
@@ -47,9 +49,7 @@ def _binary_entropy(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 def _bit_pattern_probabilities(log_p1: torch.Tensor, log_p0: torch.Tensor) -> torch.Tensor:
     """`(N, k)` log-probabilities of each bit being 1 / 0 -> `(N, 2^k)` probabilities of every k-bit pattern, most
     significant bit first."""
-    k = log_p1.shape[1]
-    powers = 2 ** torch.arange(k - 1, -1, -1, device=log_p1.device)
-    bits = ((torch.arange(2**k, device=log_p1.device).unsqueeze(1) // powers) % 2).to(log_p1.dtype)  # [2^k, k]
+    bits = code_bits(log_p1.shape[1], device=log_p1.device).to(log_p1.dtype)  # [2^k, k]
     return (log_p1 @ bits.T + log_p0 @ (1 - bits).T).exp()
 
 

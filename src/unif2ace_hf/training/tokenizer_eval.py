@@ -39,20 +39,9 @@ def psnr(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
 
 
-def judge_accuracy(predictions: list[dict], truth: list[dict]) -> float:
-    """Share of (image, category) pairs where the prediction equals the truth (null truth values are skipped)."""
-    hits = total = 0
-    for predicted, labels in zip(predictions, truth):
-        for category, value in labels.items():
-            if value is None or category not in predicted:
-                continue
-            hits += predicted[category] == value
-            total += 1
-    return hits / max(total, 1)
-
-
-def judge_accuracy_by_category(predictions: list[dict], truth: list[dict]) -> dict[str, float]:
-    """`judge_accuracy` per category, to see which attributes a tokenizer's codes lose."""
+def _judge_hits(predictions: list[dict], truth: list[dict]) -> tuple[dict[str, int], dict[str, int]]:
+    """(correct, scored) counts per category; null truth values and categories the judge does not predict are
+    skipped."""
     hits: dict[str, int] = {}
     totals: dict[str, int] = {}
     for predicted, labels in zip(predictions, truth):
@@ -61,6 +50,18 @@ def judge_accuracy_by_category(predictions: list[dict], truth: list[dict]) -> di
                 continue
             hits[category] = hits.get(category, 0) + (predicted[category] == value)
             totals[category] = totals.get(category, 0) + 1
+    return hits, totals
+
+
+def judge_accuracy(predictions: list[dict], truth: list[dict]) -> float:
+    """Share of (image, category) pairs where the prediction equals the truth (null truth values are skipped)."""
+    hits, totals = _judge_hits(predictions, truth)
+    return sum(hits.values()) / max(sum(totals.values()), 1)
+
+
+def judge_accuracy_by_category(predictions: list[dict], truth: list[dict]) -> dict[str, float]:
+    """`judge_accuracy` per category, to see which attributes a tokenizer's codes lose."""
+    hits, totals = _judge_hits(predictions, truth)
     return {category: hits[category] / totals[category] for category in sorted(totals)}
 
 
