@@ -198,3 +198,32 @@ def test_warm_start_continues_from_a_saved_tokenizer(tmp_path, faces):
     assert second.config.to_diff_dict() == first.config.to_diff_dict()
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), name  # learning rate 0: the weights are the first run's
+
+
+def test_weight_average_is_saved_checkpointed_and_resumed(tmp_path, faces):
+    from safetensors.torch import load_file
+
+    decay = 0.5
+    train_tokenizer(arguments(tmp_path / "full", max_steps=4, save_steps=1, ema_decay=decay), images=faces)
+    checkpoints = tmp_path / "full" / "checkpoints"
+    raw = {step: load_file(checkpoints / f"step-{step}" / "model.safetensors") for step in (3, 4)}
+    average = {step: load_file(checkpoints / f"step-{step}" / "ema.safetensors") for step in (3, 4)}
+    saved = load_file(tmp_path / "full" / "model.safetensors")
+    assert saved.keys() == raw[4].keys()
+    for name, value in saved.items():
+        torch.testing.assert_close(value, average[4][name])
+        if value.is_floating_point():  # integer buffers (the code-bit table) are constants, copied
+            torch.testing.assert_close(average[4][name], decay * average[3][name] + (1 - decay) * raw[4][name])
+    assert any(not saved[name].equal(raw[4][name]) for name in saved)  # the saved model is the average, not the last
+
+    resumed_dir = tmp_path / "resumed"
+    train_tokenizer(arguments(resumed_dir, max_steps=2, save_steps=2, ema_decay=decay), images=faces)
+    train_tokenizer(arguments(resumed_dir, max_steps=4, save_steps=2, ema_decay=decay, resume=True), images=faces)
+    for name, value in load_file(resumed_dir / "model.safetensors").items():
+        torch.testing.assert_close(value, saved[name], rtol=1e-4, atol=1e-6)
+
+    with pytest.raises(ValueError, match="ema_decay.*without a weight average"):
+        train_tokenizer(arguments(tmp_path / "noema", max_steps=1), images=faces)
+        train_tokenizer(arguments(tmp_path / "noema", max_steps=2, ema_decay=decay, resume=True), images=faces)
+    with pytest.raises(ValueError, match="ema_decay"):
+        train_tokenizer(arguments(tmp_path / "bad", ema_decay=1.0), images=faces)

@@ -47,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train-judge` (docs/decisions.md)",
     )
     train.add_argument("--perceptual-weight", type=float, default=None, help="weight of the perceptual loss (1.0)")
+    train.add_argument(
+        "--attribute-weight",
+        type=float,
+        default=0.0,
+        help="weight of the feature network's attribute-prediction disagreement (KL, original -> reconstruction)",
+    )
     train.add_argument("--max-steps", type=int, default=20000)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--learning-rate", type=float, default=4e-4)
@@ -61,6 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument("--compile", action="store_true", help="torch.compile the tokenizer and the feature network")
+    train.add_argument(
+        "--ema-decay", type=float, default=None, help="save an exponential moving average of the weights (e.g. 0.999)"
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=run_train)
 
@@ -127,10 +136,12 @@ def run_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         perceptual_net=args.perceptual_net,
         compile=args.compile,
+        ema_decay=args.ema_decay,
         loss_weights=TokenizerLossWeights(
             perceptual=args.perceptual_weight
             if args.perceptual_weight is not None
-            else float(bool(args.perceptual_net))
+            else float(bool(args.perceptual_net)),
+            attribute=args.attribute_weight,
         ),
     )
     try:

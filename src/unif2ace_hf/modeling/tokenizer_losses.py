@@ -1,6 +1,6 @@
 """Training losses of the image tokenizer: reconstruction (L1 + an image-gradient term), LFQ commitment and LFQ
-entropy, and optionally a perceptual term from a feature network trained on SynthFace
-(`training/perceptual_loss.py`).
+entropy, and optionally two terms from a feature network trained on SynthFace (`training/perceptual_loss.py`):
+a perceptual feature distance and the disagreement of its attribute predictions.
 
 Pixel-level perceptual term: no network is downloaded (no LPIPS/VGG, no GAN). SynthFace faces are flat colour
 regions whose labels live in thin lines and small dots (eyebrow shapes, freckles, moles, glasses rims); an L1 loss on
@@ -33,6 +33,11 @@ class TokenizerLossWeights:
     entropy: float = 0.1
     entropy_temperature: float = 1.0
     perceptual: float = 0.0
+    attribute: float = 0.0
+
+    @property
+    def needs_feature_network(self) -> bool:
+        return self.perceptual > 0 or self.attribute > 0
 
 
 def image_gradient_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -93,14 +98,16 @@ def tokenizer_loss(
     target: torch.Tensor,
     latents: torch.Tensor,
     weights: TokenizerLossWeights,
-    perceptual_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    perceptual_loss: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """All terms (unweighted) plus `loss`, their weighted sum; also the batch PSNR in dB (images in [-1, 1]).
 
-    `perceptual_loss(reconstruction, target)` (e.g. `training.perceptual_loss.PerceptualFeatureLoss`) is required
-    when `weights.perceptual > 0` and adds the `perceptual` term."""
-    if weights.perceptual > 0 and perceptual_loss is None:
-        raise ValueError("`perceptual_loss`: the perceptual weight is > 0 but no perceptual network was given.")
+    `perceptual_loss(reconstruction, target)` (e.g. `training.perceptual_loss.PerceptualFeatureLoss`) returns the
+    `perceptual` and `attribute` terms; it is required when either weight is > 0."""
+    if weights.needs_feature_network and perceptual_loss is None:
+        raise ValueError(
+            "`perceptual_loss`: the perceptual or attribute weight is > 0 but no perceptual network was given."
+        )
     reconstruction, target = reconstruction.float(), target.float()
     terms = {
         "l1": (reconstruction - target).abs().mean(),
@@ -111,7 +118,7 @@ def tokenizer_loss(
     sample_entropy, codebook_entropy = lfq_entropy_terms(latents, weights.entropy_temperature)
     terms["entropy"] = sample_entropy - codebook_entropy
     if perceptual_loss is not None:
-        terms["perceptual"] = perceptual_loss(reconstruction, target)
+        terms.update(perceptual_loss(reconstruction, target))
     terms["codebook_entropy"] = codebook_entropy.detach()
     terms["loss"] = (
         weights.l1 * terms["l1"]
@@ -120,6 +127,7 @@ def tokenizer_loss(
         + weights.commitment * terms["commitment"]
         + weights.entropy * terms["entropy"]
         + weights.perceptual * terms.get("perceptual", 0.0)
+        + weights.attribute * terms.get("attribute", 0.0)
     )
     with torch.no_grad():
         clamped_mse = (reconstruction.clamp(-1, 1) - target).pow(2).mean()

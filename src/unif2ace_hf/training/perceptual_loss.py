@@ -11,6 +11,11 @@ The distance is LPIPS's unweighted form: at five depths (the output of the layer
 convolutions, and of the last layer: strides 1, 2, 4, 8 and 16), the features of the reconstruction and
 of the original are normalised to unit length over channels at every position, and the mean squared difference is
 averaged over positions and stages.
+
+The same pass also yields the network's attribute predictions, and `attribute` is their mean KL divergence per
+category (original -> reconstruction). Distilling the predictions targets what a reader of the face would lose
+(a moustache's presence, an eyebrow's shape) rather than feature similarity in general; it is weighted separately
+(`TokenizerLossWeights.attribute`) and costs one small linear head.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ seed 0, 60 000 faces, 12 epochs)."""
 
 
 class PerceptualFeatureLoss(nn.Module):
-    """Frozen feature network; `forward(reconstruction, target)` returns the scalar perceptual distance."""
+    """Frozen feature network; `forward(reconstruction, target)` returns the scalar terms `perceptual` (feature
+    distance) and `attribute` (disagreement of the attribute predictions)."""
 
     def __init__(self, network: AttributeJudgeModel):
         super().__init__()
@@ -57,7 +63,8 @@ class PerceptualFeatureLoss(nn.Module):
         self.network.eval()
         return self
 
-    def _features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+    def _features(self, pixel_values: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The compared feature maps and the attribute logits (all categories, concatenated)."""
         if pixel_values.shape[-1] != self.input_size or pixel_values.shape[-2] != self.input_size:
             pixel_values = nn.functional.interpolate(
                 pixel_values, size=(self.input_size, self.input_size), mode="bilinear", antialias=True
@@ -67,17 +74,31 @@ class PerceptualFeatureLoss(nn.Module):
             hidden = layer(hidden)
             if index in self.stage_indices:
                 features.append(hidden)
-        return features
+        return features, self.network.classifier(hidden)
 
-    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _attribute_divergence(self, produced: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+        """Mean over categories of KL(p(original) || p(reconstruction)), averaged over the batch."""
+        divergence = produced.new_zeros((), dtype=torch.float32)
+        for logits, target_logits in zip(
+            produced.float().split(self.network.num_values, 1), wanted.float().split(self.network.num_values, 1)
+        ):
+            log_q, log_p = logits.log_softmax(1), target_logits.log_softmax(1)
+            divergence = divergence + (log_p.exp() * (log_p - log_q)).sum(1).mean()
+        return divergence / len(self.network.num_values)
+
+    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            target_features = self._features(target)
+            target_features, target_logits = self._features(target)
+        produced_features, logits = self._features(reconstruction)
         distance = reconstruction.new_zeros((), dtype=torch.float32)
-        for produced, wanted in zip(self._features(reconstruction), target_features):
+        for produced, wanted in zip(produced_features, target_features):
             produced = nn.functional.normalize(produced.float(), dim=1, eps=1e-6)
             wanted = nn.functional.normalize(wanted.float(), dim=1, eps=1e-6)
             distance = distance + (produced - wanted).pow(2).sum(1).mean()
-        return distance / len(target_features)
+        return {
+            "perceptual": distance / len(target_features),
+            "attribute": self._attribute_divergence(logits, target_logits),
+        }
 
 
 __all__ = ["PerceptualFeatureLoss", "DEFAULT_PERCEPTUAL_NET"]

@@ -1,6 +1,7 @@
 """Training the image tokenizer with accelerate: in-memory images, AdamW with warm-up and cosine decay, bf16
-autocast on request, resumable checkpoints and a metrics JSONL with one row per optimizer step (its `seconds` is the
-training clock, so runs on machines of different speed compare at equal time).
+autocast on request, resumable checkpoints, an optional exponential moving average of the weights, and a metrics
+JSONL with one row per optimizer step (its `seconds` is the training clock, so runs on machines of different speed
+compare at equal time).
 
 The learning rate is set by hand each step (no scheduler object): it depends on the step and, with a time budget,
 on the elapsed time, which the checkpoint records. The same code runs on CPU and CUDA (accelerate picks the device;
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from ..modeling.configuration_unif2ace import UniF2aceVQConfig
 from ..modeling.image_tokenizer import UniF2aceVQModel
@@ -71,6 +73,7 @@ TOKENIZER_PRESETS: dict[str, dict] = {
 }
 
 STATE_FILE = "trainer_state.json"
+EMA_FILE = "ema.safetensors"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -107,6 +110,9 @@ class TokenizerTrainingArguments:
     # torch.compile the tokenizer and the feature network: a `small` step is 1.4x faster on a 2-core CPU (bf16,
     # batch 16, with the perceptual term); compiling takes about 100 s there, inside the time budget.
     compile: bool = False
+    # Exponential moving average of the weights (e.g. 0.999), updated after every step; the saved model is the
+    # average, the checkpoints hold both. None trains and saves the raw weights.
+    ema_decay: float | None = None
 
 
 def build_vq_config(name_or_path: str, overrides: dict | None = None) -> UniF2aceVQConfig:
@@ -215,13 +221,17 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
         raise ValueError(
             f"`output_dir`: {output_dir} already holds a run; pass resume=True (--resume) or a new folder."
         )
-    if args.loss_weights.perceptual < 0:
-        raise ValueError(f"`perceptual_weight` must be >= 0, got {args.loss_weights.perceptual}.")
-    if (args.perceptual_net is None) != (args.loss_weights.perceptual == 0):
+    for name in ("perceptual", "attribute"):
+        if getattr(args.loss_weights, name) < 0:
+            raise ValueError(f"`{name}_weight` must be >= 0, got {getattr(args.loss_weights, name)}.")
+    if (args.perceptual_net is None) == args.loss_weights.needs_feature_network:
         raise ValueError(
-            "`perceptual_net`: give a feature network folder exactly when the perceptual loss weight is > 0 "
-            f"(perceptual_net={args.perceptual_net!r}, weight={args.loss_weights.perceptual})."
+            "`perceptual_net`: give a feature network folder exactly when the perceptual or attribute loss weight is "
+            f"> 0 (perceptual_net={args.perceptual_net!r}, weights={args.loss_weights.perceptual} and "
+            f"{args.loss_weights.attribute})."
         )
+    if args.ema_decay is not None and not 0 < args.ema_decay < 1:
+        raise ValueError(f"`ema_decay` must be in (0, 1), got {args.ema_decay}.")
     perceptual_loss = PerceptualFeatureLoss.from_pretrained(args.perceptual_net) if args.perceptual_net else None
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -256,13 +266,18 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
         perceptual_loss = perceptual_loss.to(accelerator.device)
         perceptual_features = torch.compile(perceptual_loss) if args.compile else perceptual_loss
 
-        def perceptual_in_autocast(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        def perceptual_in_autocast(reconstruction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
             # the feature network runs in the training precision; the loss terms themselves stay in fp32
             with accelerator.autocast():
                 return perceptual_features(reconstruction, target)
 
     # The compiled wrapper shares the parameters; checkpoints and the saved model use `model` itself.
     forward = torch.compile(model) if args.compile else model
+    ema = None
+    if args.ema_decay is not None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay))
 
     sampler = _BatchSampler(len(images), args.batch_size, args.seed)
 
@@ -272,6 +287,11 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
         state = json.loads((resume_from / STATE_FILE).read_text())
         step, elapsed_before = state["step"], state.get("elapsed_seconds", 0.0)
         sampler.load_state_dict(state["sampler"])
+        if ema is not None:
+            if not (resume_from / EMA_FILE).is_file():
+                raise ValueError(f"`ema_decay`: the checkpoint {resume_from} was trained without a weight average.")
+            ema.module.load_state_dict(load_file(resume_from / EMA_FILE))
+            ema.n_averaged.fill_(state["ema_updates"])
         _trim_metrics(output_dir / METRICS_FILE, step)
 
     def save_checkpoint() -> None:
@@ -281,6 +301,9 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
         accelerator.save_state(str(folder))
         accelerator.unwrap_model(model).config.save_pretrained(folder)
         state = {"step": step, "elapsed_seconds": elapsed_before + time.time() - start, "sampler": sampler.state_dict()}
+        if ema is not None:
+            save_file({k: v.contiguous() for k, v in ema.module.state_dict().items()}, folder / EMA_FILE)
+            state["ema_updates"] = int(ema.n_averaged)
         (folder / STATE_FILE).write_text(json.dumps(state))
         commit_checkpoint(folder, final)
         for old in sorted((output_dir / CHECKPOINTS_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[
@@ -322,6 +345,8 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
         accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update_parameters(accelerator.unwrap_model(model))
         step += 1
         elapsed = elapsed_before + time.time() - start
         pending.append((step, learning_rate, elapsed, {k: v.detach() for k, v in terms.items()}))
@@ -337,7 +362,7 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
     progress.close()
     last = flush_metrics() or last
 
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = ema.module if ema is not None else accelerator.unwrap_model(model)
     unwrapped.save_pretrained(output_dir, save_function=accelerator.save)
     summary = {
         "steps": step,
