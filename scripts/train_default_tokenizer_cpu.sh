@@ -20,6 +20,7 @@ CONFIG=${CONFIG:-small}        # a preset or a tokenizer config.json
 COMPILE=${COMPILE:-1}          # torch.compile: about 1.4x the steps (set COMPILE= for eager)
 EMA=${EMA:-}                   # e.g. 0.999: save a moving average of the weights (lost 0.11 dB here: docs/decisions.md)
 ATTRIBUTE=${ATTRIBUTE:-0}      # weight of the feature network's attribute-disagreement term (slowed learning here)
+GRADIENT=${GRADIENT:-0.5}      # weight of the L1 loss on pixel differences
 UNIF2ACE=${UNIF2ACE:-unif2ace}
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
@@ -28,7 +29,8 @@ export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
 "$UNIF2ACE" train-tokenizer --data "$TRAIN_DATA" --output-dir "$OUT" --config "$CONFIG" --bf16 --threads 2 \
   --batch-size 16 --learning-rate "$LR" --warmup-steps 200 --max-minutes "$MINUTES" \
-  --perceptual-net default --perceptual-weight "$PERCEPTUAL" --attribute-weight "$ATTRIBUTE" --log-steps 25 \
+  --perceptual-net default --perceptual-weight "$PERCEPTUAL" --attribute-weight "$ATTRIBUTE" \
+  --gradient-weight "$GRADIENT" --log-steps 25 \
   --save-steps 1000 --no-progress ${COMPILE:+--compile} ${EMA:+--ema-decay "$EMA"}
 
 "$UNIF2ACE" eval-tokenizer --model "$OUT" --data "$EVAL_DATA" --split test --num-images 256 \

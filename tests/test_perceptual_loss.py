@@ -88,7 +88,7 @@ def test_weight_without_network_and_missing_folder_are_named(tmp_path, feature_n
         tokenizer_loss(target, target, latents, TokenizerLossWeights(attribute=1.0))
     with pytest.raises(ValueError, match="perceptual_net"):
         one_step_run(tmp_path / "d", faces, loss_weights=TokenizerLossWeights(attribute=1.0))
-    for name in ("perceptual", "attribute"):
+    for name in ("gradient", "mse", "perceptual", "attribute"):
         with pytest.raises(ValueError, match=f"{name}_weight"):
             one_step_run(
                 tmp_path / f"c-{name}",
@@ -126,15 +126,16 @@ def test_trainer_logs_the_term_and_its_weight_changes_the_loss(tmp_path, feature
     assert second["loss"] - first["loss"] == pytest.approx(2.0 * first[term], rel=1e-3, abs=1e-5)
 
 
-def test_cli_passes_the_attribute_weight(tmp_path, feature_net_dir):
+def test_cli_passes_the_loss_weights(tmp_path, feature_net_dir):
     code = main(
         ["train-tokenizer", "--data", "synthface:8:0", "--output-dir", str(tmp_path / "vq"), "--config", "micro",
          "--max-steps", "1", "--batch-size", "4", "--perceptual-net", str(feature_net_dir), "--perceptual-weight",
-         "0", "--attribute-weight", "0.5", "--no-progress", "--threads", "1"]
+         "0", "--attribute-weight", "0.5", "--gradient-weight", "1.5", "--mse-weight", "0.25", "--no-progress",
+         "--threads", "1"]
     )  # fmt: skip
     assert code == 0
-    summary = json.loads((tmp_path / "vq" / "training_summary.json").read_text())
-    assert summary["loss_weights"]["attribute"] == 0.5 and summary["loss_weights"]["perceptual"] == 0.0
+    weights = json.loads((tmp_path / "vq" / "training_summary.json").read_text())["loss_weights"]
+    assert (weights["attribute"], weights["perceptual"], weights["gradient"], weights["mse"]) == (0.5, 0.0, 1.5, 0.25)
 
 
 def test_cli_refuses_a_weight_without_a_network(tmp_path, capsys):

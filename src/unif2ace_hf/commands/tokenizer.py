@@ -48,6 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--perceptual-weight", type=float, default=None, help="weight of the perceptual loss (1.0)")
     train.add_argument(
+        "--gradient-weight", type=float, default=0.5, help="weight of the L1 loss on pixel differences (edges)"
+    )
+    train.add_argument("--mse-weight", type=float, default=0.0, help="weight of a squared-error term (besides L1)")
+    train.add_argument(
         "--attribute-weight",
         type=float,
         default=0.0,
@@ -142,6 +146,8 @@ def run_train(args: argparse.Namespace) -> int:
             if args.perceptual_weight is not None
             else float(bool(args.perceptual_net)),
             attribute=args.attribute_weight,
+            gradient=args.gradient_weight,
+            mse=args.mse_weight,
         ),
     )
     try:

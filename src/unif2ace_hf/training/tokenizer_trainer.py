@@ -221,7 +221,7 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
         raise ValueError(
             f"`output_dir`: {output_dir} already holds a run; pass resume=True (--resume) or a new folder."
         )
-    for name in ("perceptual", "attribute"):
+    for name in ("gradient", "mse", "perceptual", "attribute"):
         if getattr(args.loss_weights, name) < 0:
             raise ValueError(f"`{name}_weight` must be >= 0, got {getattr(args.loss_weights, name)}.")
     if (args.perceptual_net is None) == args.loss_weights.needs_feature_network:
