@@ -48,9 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--perceptual-weight", type=float, default=None, help="weight of the perceptual loss (1.0)")
     train.add_argument(
-        "--gradient-weight", type=float, default=0.5, help="weight of the L1 loss on pixel differences (edges)"
+        "--gradient-weight", type=float, default=None, help="weight of the L1 loss on pixel differences (0.5)"
     )
-    train.add_argument("--mse-weight", type=float, default=0.0, help="weight of a squared-error term (besides L1)")
+    train.add_argument("--mse-weight", type=float, default=None, help="weight of a squared-error term besides L1 (0)")
     train.add_argument(
         "--attribute-weight",
         type=float,
@@ -120,6 +120,20 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    # unset flags keep TokenizerLossWeights' defaults
+    given = {"gradient": args.gradient_weight, "mse": args.mse_weight}
+    pixel_weights = {name: value for name, value in given.items() if value is not None}
+    try:
+        loss_weights = TokenizerLossWeights(
+            perceptual=args.perceptual_weight
+            if args.perceptual_weight is not None
+            else float(bool(args.perceptual_net)),
+            attribute=args.attribute_weight,
+            **pixel_weights,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     training_args = TokenizerTrainingArguments(
         data=args.data,
         output_dir=args.output_dir,
@@ -141,14 +155,7 @@ def run_train(args: argparse.Namespace) -> int:
         perceptual_net=args.perceptual_net,
         compile=args.compile,
         ema_decay=args.ema_decay,
-        loss_weights=TokenizerLossWeights(
-            perceptual=args.perceptual_weight
-            if args.perceptual_weight is not None
-            else float(bool(args.perceptual_net)),
-            attribute=args.attribute_weight,
-            gradient=args.gradient_weight,
-            mse=args.mse_weight,
-        ),
+        loss_weights=loss_weights,
     )
     try:
         summary = train_tokenizer(training_args)

@@ -35,6 +35,11 @@ class TokenizerLossWeights:
     perceptual: float = 0.0
     attribute: float = 0.0
 
+    def __post_init__(self) -> None:
+        for name in ("gradient", "mse", "perceptual", "attribute"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}_weight` must be >= 0, got {getattr(self, name)}.")
+
     @property
     def needs_feature_network(self) -> bool:
         return self.perceptual > 0 or self.attribute > 0

@@ -78,13 +78,14 @@ class PerceptualFeatureLoss(nn.Module):
 
     def _attribute_divergence(self, produced: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
         """Mean over categories of KL(p(original) || p(reconstruction)), averaged over the batch."""
-        divergence = produced.new_zeros((), dtype=torch.float32)
-        for logits, target_logits in zip(
+        pairs = zip(
             produced.float().split(self.network.num_values, 1), wanted.float().split(self.network.num_values, 1)
-        ):
-            log_q, log_p = logits.log_softmax(1), target_logits.log_softmax(1)
-            divergence = divergence + (log_p.exp() * (log_p - log_q)).sum(1).mean()
-        return divergence / len(self.network.num_values)
+        )
+        divergences = [
+            nn.functional.kl_div(q.log_softmax(1), p.log_softmax(1), log_target=True, reduction="batchmean")
+            for q, p in pairs
+        ]
+        return torch.stack(divergences).mean()
 
     def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():

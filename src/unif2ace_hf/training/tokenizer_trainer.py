@@ -221,9 +221,6 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
         raise ValueError(
             f"`output_dir`: {output_dir} already holds a run; pass resume=True (--resume) or a new folder."
         )
-    for name in ("gradient", "mse", "perceptual", "attribute"):
-        if getattr(args.loss_weights, name) < 0:
-            raise ValueError(f"`{name}_weight` must be >= 0, got {getattr(args.loss_weights, name)}.")
     if (args.perceptual_net is None) == args.loss_weights.needs_feature_network:
         raise ValueError(
             "`perceptual_net`: give a feature network folder exactly when the perceptual or attribute loss weight is "
