@@ -115,7 +115,9 @@ def test_trainer_logs_the_term_and_its_weight_changes_the_loss(tmp_path, feature
     for weight in (1.0, 3.0):
         folder = tmp_path / f"w{weight}"
         weights = TokenizerLossWeights(**{"perceptual": 1.0, term: weight})
-        one_step_run(folder, faces, perceptual_net=str(feature_net_dir), loss_weights=weights)
+        # default initialisation: a fresh tokenizer with zeroed branches draws a near-flat first image, on which the
+        # small test network's predictions barely differ from the originals' (KL ~ 1e-9, too small to compare)
+        one_step_run(folder, faces, perceptual_net=str(feature_net_dir), loss_weights=weights, zero_init_residual=False)
         rows[weight] = json.loads((folder / "metrics.jsonl").read_text().splitlines()[0])
         summary = json.loads((folder / "training_summary.json").read_text())
         assert summary["arguments"]["perceptual_net"] == str(feature_net_dir)

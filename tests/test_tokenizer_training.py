@@ -11,9 +11,16 @@ from PIL import Image
 
 from unif2ace_hf import UniF2aceVQModel
 from unif2ace_hf.cli import main
+from unif2ace_hf.modeling.image_tokenizer import UniF2aceVQAttnBlock, UniF2aceVQResnetBlock
 from unif2ace_hf.training.tokenizer_data import load_images, render_synthface
 from unif2ace_hf.training.tokenizer_eval import judge_accuracy, judge_accuracy_by_category
-from unif2ace_hf.training.tokenizer_trainer import TOKENIZER_PRESETS, TokenizerTrainingArguments, train_tokenizer
+from unif2ace_hf.training.tokenizer_init import zero_residual_branches
+from unif2ace_hf.training.tokenizer_trainer import (
+    TOKENIZER_PRESETS,
+    TokenizerTrainingArguments,
+    build_vq_config,
+    train_tokenizer,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -227,3 +234,42 @@ def test_weight_average_is_saved_checkpointed_and_resumed(tmp_path, faces):
         train_tokenizer(arguments(tmp_path / "noema", max_steps=2, ema_decay=decay, resume=True), images=faces)
     with pytest.raises(ValueError, match="ema_decay"):
         train_tokenizer(arguments(tmp_path / "bad", ema_decay=1.0), images=faces)
+
+
+def test_zeroed_residual_branches_make_every_block_an_identity():
+    model = UniF2aceVQModel(build_vq_config("micro"))
+    blocks = [m for m in model.modules() if isinstance(m, (UniF2aceVQResnetBlock, UniF2aceVQAttnBlock))]
+    assert zero_residual_branches(model) == len(blocks) > 0
+    hidden = torch.randn(2, 64, 8, 8)
+    for block in (model.decoder.mid.block_1, model.decoder.mid.attn_1, model.encoder.mid.block_2):
+        assert torch.equal(block(hidden), hidden)
+    widening = next(b for b in blocks if getattr(b, "nin_shortcut", None) is not None)
+    narrow = torch.randn(2, widening.conv1.in_channels, 8, 8)
+    assert torch.equal(widening(narrow), widening.nin_shortcut(narrow))
+    # the branch's first layer keeps its initialisation: it starts learning once the last one is non-zero
+    assert model.decoder.mid.block_1.conv1.weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize("zero_init", [True, False])
+def test_fresh_runs_start_from_zeroed_branches_unless_asked_not_to(tmp_path, faces, zero_init):
+    learning_rate = 1e-3
+    train_tokenizer(
+        arguments(tmp_path, max_steps=1, learning_rate=learning_rate, zero_init_residual=zero_init), images=faces
+    )
+    trained = UniF2aceVQModel.from_pretrained(tmp_path)
+    largest = max(m.conv2.weight.abs().max().item() for m in trained.modules() if hasattr(m, "conv2"))
+    # Adam's first step moves each weight by at most the learning rate, so zeroed branches stay that close to zero
+    if zero_init:
+        assert largest <= learning_rate * 1.001
+    else:
+        assert largest > 10 * learning_rate
+
+
+def test_cli_can_turn_zero_initialisation_off(tmp_path):
+    code = main(
+        ["train-tokenizer", "--data", "synthface:8:0", "--output-dir", str(tmp_path / "vq"), "--config", "micro",
+         "--max-steps", "1", "--batch-size", "4", "--no-zero-init-residual", "--no-progress", "--threads", "1"]
+    )  # fmt: skip
+    assert code == 0
+    arguments_used = json.loads((tmp_path / "vq" / "training_summary.json").read_text())["arguments"]
+    assert arguments_used["zero_init_residual"] is False

@@ -74,6 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--ema-decay", type=float, default=None, help="save an exponential moving average of the weights (e.g. 0.999)"
     )
+    train.add_argument(
+        "--no-zero-init-residual",
+        action="store_true",
+        help="start a fresh tokenizer from the default initialisation instead of zeroed residual branches",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=run_train)
 
@@ -155,6 +160,7 @@ def run_train(args: argparse.Namespace) -> int:
         perceptual_net=args.perceptual_net,
         compile=args.compile,
         ema_decay=args.ema_decay,
+        zero_init_residual=not args.no_zero_init_residual,
         loss_weights=loss_weights,
     )
     try:

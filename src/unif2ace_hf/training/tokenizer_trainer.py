@@ -28,6 +28,7 @@ from ..modeling.tokenizer_losses import TokenizerLossWeights, tokenizer_loss
 from .checkpointing import begin_checkpoint, commit_checkpoint, find_latest
 from .perceptual_loss import PerceptualFeatureLoss
 from .tokenizer_data import load_images, to_pixel_values
+from .tokenizer_init import zero_residual_branches
 
 # The default model's tokenizer: 64×64 faces -> 16×16 codes of 10 bits (1024 codes, the default
 # UniF2aceConfig.codebook_size); 3.4 M parameters = 13.7 MB in fp32. Width goes to the 64×64 level of the
@@ -113,6 +114,9 @@ class TokenizerTrainingArguments:
     # Exponential moving average of the weights (e.g. 0.999), updated after every step; the saved model is the
     # average, the checkpoints hold both. None trains and saves the raw weights.
     ema_decay: float | None = None
+    # A tokenizer trained from scratch starts with every residual branch at zero (tokenizer_init.py); ignored for a
+    # warm start or a resume, whose weights come from elsewhere.
+    zero_init_residual: bool = True
 
 
 def build_vq_config(name_or_path: str, overrides: dict | None = None) -> UniF2aceVQConfig:
@@ -250,6 +254,8 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
         model = UniF2aceVQModel.from_pretrained(args.init_from, config=config)
     else:
         model = UniF2aceVQModel(config)
+        if args.zero_init_residual:
+            zero_residual_branches(model)
     if accelerator.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
