@@ -186,6 +186,22 @@ def test_cli_trains_and_evaluates_on_a_parquet_dataset(tmp_path, capsys):
     assert all(0 <= v["originals"] <= 1 and 0 <= v["reconstructions"] <= 1 for v in by_category.values())
     assert Image.open(grid).size == (4 * 32, 2 * 32)
 
+    # A second judge (here an untrained one) cross-checks the tokenizer; a folder without one is an error.
+    from unif2ace_hf.data.synthface.taxonomy import TAXONOMY
+    from unif2ace_hf.evaluation.attribute_judge import AttributeJudge, AttributeJudgeModel
+
+    torch.manual_seed(0)
+    AttributeJudge(AttributeJudgeModel([len(v) for v in TAXONOMY.values()], width=8, hidden=16)).save_pretrained(
+        tmp_path / "other-judge"
+    )
+    evaluate = ["eval-tokenizer", "--model", str(tmp_path / "vq"), "--data", str(tmp_path / "data"), "--split", "test"]
+    code = main([*evaluate, "--judge", str(tmp_path / "other-judge"), "--json", str(tmp_path / "other.json")])
+    other = json.loads((tmp_path / "other.json").read_text())
+    assert code == 0 and other["judge_accuracy_originals"] != result["judge_accuracy_originals"]
+    capsys.readouterr()
+    assert main([*evaluate, "--judge", str(tmp_path / "data")]) == 2
+    assert "`--judge`" in capsys.readouterr().err
+
 
 def test_judge_accuracy_per_category_skips_unknown_truth_and_unpredicted_categories():
     truth = [{"eyes": "blue", "nose": "long", "hat": None}, {"eyes": "brown", "nose": "short", "hat": "cap"}]

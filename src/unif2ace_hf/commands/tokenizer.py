@@ -92,6 +92,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--num-images", type=int, default=256)
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--no-judge", action="store_true", help="skip the attribute judge")
+    evaluate.add_argument(
+        "--judge",
+        default="default",
+        help="the attribute judge: `default` (the shipped one) or a `unif2ace data train-judge` folder, e.g. to "
+        "cross-check a tokenizer with a network it was not trained against",
+    )
     evaluate.add_argument("--grid", default=None, help="write originals above reconstructions to this PNG")
     evaluate.add_argument("--json", default=None, help="also write the results to this JSON file")
     evaluate.set_defaults(func=run_eval)
@@ -201,7 +207,15 @@ def run_eval(args: argparse.Namespace) -> int:
         return 2
     attributes = load_attributes(args.data, split=args.split, limit=args.num_images)
     judge = None
-    if not args.no_judge:
+    if not args.no_judge and args.judge != "default":
+        from unif2ace_hf.evaluation import AttributeJudge
+
+        try:  # asked for by name: a folder that does not hold a judge is an error, not a quiet fallback
+            judge = AttributeJudge.from_pretrained(args.judge)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"error: `--judge`: {error}", file=sys.stderr)
+            return 2
+    elif not args.no_judge:
         try:
             from unif2ace_hf.evaluation import AttributeJudge
 
