@@ -25,7 +25,7 @@ ATTRIBUTE=${ATTRIBUTE:-0}      # weight of the feature network's attribute-disag
 GRADIENT=${GRADIENT:-0.5}      # weight of the L1 loss on pixel differences
 FEATURES=${FEATURES:-default}  # the perceptual term's network: shipped, a `unif2ace data train-judge` folder, or `train`
 BUDGET=${BUDGET:-45}           # with FEATURES=train: minutes for network + tokenizer (MINUTES = BUDGET - the network's)
-FEATURE_WIDTH=${FEATURE_WIDTH:-32} # with FEATURES=train: the network's base width (the shipped one is 24)
+FEATURE_WIDTH=${FEATURE_WIDTH:-32} # with FEATURES=train: the network's base width (the shipped one is 32)
 ZERO_INIT=${ZERO_INIT-1}       # start with zeroed residual branches (set ZERO_INIT= for the default initialisation)
 UNIF2ACE=${UNIF2ACE:-unif2ace}
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
