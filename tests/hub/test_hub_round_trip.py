@@ -19,7 +19,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import pipeline
 
-from tiny_models import TINY_TEXTS, tiny_checkpoint
+from tiny_models import TINY_TEXTS, assert_same_outputs, tiny_checkpoint
 from unif2ace_hf import DEFAULT_MODEL, UniF2aceMaskGITScheduler, UniF2acePipeline
 from unif2ace_hf.data import build_synthface
 from unif2ace_hf.training.lora import apply_lora, load_adapter, save_adapter
@@ -349,7 +349,7 @@ def test_save_pretrained_with_push_to_hub(local_hub, published, local):
 
 def test_model_push_to_hub_then_from_pretrained(loaded, local):
     assert_ok(loaded, "model")
-    assert torch.equal(loaded["tensors"]["model"], logits(local["v1"].model, local["ids"]))
+    assert_same_outputs(loaded["tensors"]["model"], logits(local["v1"].model, local["ids"]))
 
 
 def test_generation_pipeline_from_repo_id(loaded, local):
@@ -376,7 +376,7 @@ def test_understanding_pipeline_as_remote_code_without_the_package(local_hub, lo
     vqa = pipeline("face-understanding", model=local["v1"].model, processor=local["v1"].processor, device="cpu")
     assert answer == vqa(face_image(), question=QUESTION, max_new_tokens=4)["answer"]
     assert result["model"].startswith("transformers_modules.")
-    assert torch.equal(torch.load(root / "remote" / "logits.pt"), logits(local["v1"].model, local["ids"]))
+    assert_same_outputs(torch.load(root / "remote" / "logits.pt"), logits(local["v1"].model, local["ids"]))
 
 
 def test_lora_adapter_push_then_load(loaded, local):
@@ -384,7 +384,7 @@ def test_lora_adapter_push_then_load(loaded, local):
     base = copy.deepcopy(local["v1"].model)
     expected = logits(load_adapter(base, local["adapter"]).eval(), local["ids"])
     assert not torch.equal(expected, logits(local["v1"].model, local["ids"]))  # the adapter does change the model
-    assert torch.equal(loaded["tensors"]["lora"], expected)
+    assert_same_outputs(loaded["tensors"]["lora"], expected)
     assert torch.allclose(loaded["tensors"]["lora_merged"], expected, atol=1e-4)
 
 
@@ -393,9 +393,9 @@ def test_second_commit_and_loading_the_first_by_revision(local_hub, loaded, loca
     assert local_hub.commit_ids("tester/history")[:2] == [published["history-v2"], published["history-v1"]]
     first, latest = logits(local["v1"].model, local["ids"]), logits(local["v2"].model, local["ids"])
     assert not torch.equal(first, latest)
-    assert torch.equal(loaded["tensors"]["revision_first"], first)
-    assert torch.equal(loaded["tensors"]["revision_transformers"], first)
-    assert torch.equal(loaded["tensors"]["revision_latest"], latest)
+    assert_same_outputs(loaded["tensors"]["revision_first"], first)
+    assert_same_outputs(loaded["tensors"]["revision_transformers"], first)
+    assert_same_outputs(loaded["tensors"]["revision_latest"], latest)
 
 
 @pytest.mark.parametrize("check", ["dataset", "dataset_streaming", "dataset_folder"])
