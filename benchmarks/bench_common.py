@@ -5,33 +5,12 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Callable
 
 import torch
 
-
-def cpu_model() -> str:
-    """The CPU's model name from `lscpu` (platform.processor() is empty on many Linux machines)."""
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):
-        lscpu = ""
-    for line in lscpu.splitlines():
-        if line.lower().startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def cpu_flags() -> list[str]:
-    """The matmul-relevant instruction-set flags (AVX-512, AMX): they decide the bf16 / fp32 speed ratio."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    return sorted(flag for flag in flags if flag.startswith(("amx", "avx512_bf16", "avx512f", "avx512_vnni")))
+from unif2ace_hf.training.machine import cpu_flags, cpu_model
 
 
 def machine_info(threads: int | None = None) -> dict[str, object]:

@@ -10,7 +10,9 @@
 #   FEATURES=train bash scripts/train_default_tokenizer_cpu.sh   # train a feature network inside BUDGET instead
 #   cp runs/vq-small/{config.json,model.safetensors} src/unif2ace_hf/default_models/unif2ace-vq-tiny/
 #
-# Run it on an otherwise idle machine: the budget is wall-clock, so anything sharing the cores costs steps.
+# Run it on an otherwise idle machine: the budget is wall-clock, so anything sharing the cores costs steps. The step
+# count also depends on the CPU (5 777-7 460 steps in sessions whose benchmarks record an Intel Xeon with AMX, 5 144
+# on an AMD EPYC without AMX); the model folder's training_summary.json records which one it was.
 set -euo pipefail
 OUT=${OUT:-runs/vq-small}
 TRAIN_DATA=${TRAIN_DATA:-runs/synthface-seed102}   # 40 000 faces, 32 000 in the train split

@@ -64,6 +64,9 @@ def test_three_steps_write_metrics_a_model_and_resume_exactly(tmp_path, faces):
     assert {"loss", "l1", "gradient", "commitment", "entropy", "psnr", "lr", "seconds"} <= set(full[0])
     model = UniF2aceVQModel.from_pretrained(tmp_path / "full")
     assert model.config.image_size == 32
+    # the machine is recorded: a time budget's step count depends on it
+    machine = summary["machine"]
+    assert machine["cpu"] and isinstance(machine["cpu_flags"], list) and machine["threads"] == torch.get_num_threads()
 
     # A run stopped at step 3 and resumed gives the uninterrupted run's steps 4 and 5.
     short = train_tokenizer(arguments(tmp_path / "short", max_steps=3), images=faces)
