@@ -11,7 +11,15 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from tiny_models import assert_same_outputs, left_pad, mmu_prompt, t2i_prompt, tiny_checkpoint, tiny_config
+from tiny_models import (
+    assert_same_outputs,
+    assert_same_weights,
+    left_pad,
+    mmu_prompt,
+    t2i_prompt,
+    tiny_checkpoint,
+    tiny_config,
+)
 from unif2ace_hf import UniF2aceForConditionalGeneration
 
 FEATURES = dict(image_bit_embedding=True, image_position_embedding=True, num_image_tokens=8)
@@ -118,6 +126,7 @@ def test_save_and_load_keep_the_features(tmp_path):
     reloaded = UniF2aceForConditionalGeneration.from_pretrained(tmp_path).eval()
     assert reloaded.config.image_bit_embedding and reloaded.config.num_image_tokens == 8
     assert (tmp_path / "image_input_embedding.py").is_file()  # remote code carries the module
+    assert_same_weights(reloaded, model)
     with torch.no_grad():
         assert_same_outputs(
             reloaded(input_ids=ids, attention_mask=mask).logits, model(input_ids=ids, attention_mask=mask).logits

@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 from transformers import pipeline
 
-from tiny_models import assert_same_outputs, tiny_checkpoint
+from tiny_models import assert_same_outputs, assert_same_weights, tiny_checkpoint
 from unif2ace_hf import UniF2aceForConditionalGeneration, UniF2aceMaskGITScheduler, UniF2acePipeline
 from unif2ace_hf.training.lora import (
     apply_lora,
@@ -125,6 +125,7 @@ def test_save_load_gives_identical_logits_and_merge_matches(checkpoint, batch, t
     assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
     expected = logits(peft_model, batch)
     reloaded = load_adapter(UniF2aceForConditionalGeneration.from_pretrained(checkpoint[0]), folder).eval()
+    assert_same_weights(reloaded, peft_model)
     assert_same_outputs(logits(reloaded, batch), expected)
     merged = reloaded.merge_and_unload()
     assert type(merged) is UniF2aceForConditionalGeneration
@@ -146,6 +147,7 @@ def test_modules_to_save_and_modules_only(checkpoint, batch, tmp_path):
     train(peft_model, batch, steps=2)
     save_adapter(peft_model, tmp_path)
     reloaded = load_adapter(UniF2aceForConditionalGeneration.from_pretrained(checkpoint[0]), tmp_path).eval()
+    assert_same_weights(reloaded, peft_model)
     assert_same_outputs(logits(reloaded, batch), logits(peft_model, batch))
 
 

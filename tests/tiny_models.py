@@ -131,3 +131,10 @@ def assert_same_outputs(actual: torch.Tensor, expected: torch.Tensor) -> None:
     tensors' alignment and gives differences near 2e-6 between a model and its reloaded copy, whose weights are equal.
     """
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def assert_same_weights(actual: torch.nn.Module, expected: torch.nn.Module) -> None:
+    """Bit-for-bit equal parameters and buffers: where a round trip can be checked exactly, it is."""
+    actual_state, expected_state = actual.state_dict(), expected.state_dict()
+    assert actual_state.keys() == expected_state.keys()
+    assert all(torch.equal(actual_state[name], expected_state[name]) for name in expected_state)
