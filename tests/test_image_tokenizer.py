@@ -136,6 +136,34 @@ def test_save_and_load_is_exact(tmp_path):
     assert type(AutoModel.from_pretrained(tmp_path / "vq")) is UniF2aceVQModel
 
 
+def test_upsampling_without_conv_drops_only_those_weights(tmp_path):
+    with_conv = UniF2aceVQModel(micro_config())
+    without = UniF2aceVQModel(micro_config(upsample_with_conv=False)).eval()
+    dropped = set(with_conv.state_dict()) - set(without.state_dict())
+    assert dropped == {f"decoder.up.{level}.upsample.conv.{name}" for level in (1, 2) for name in ("weight", "bias")}
+    assert set(without.state_dict()) < set(with_conv.state_dict())
+    hidden = torch.randn(1, 4, 3, 5)
+    upsampled = without.decoder.up[1].upsample(hidden)
+    assert torch.equal(upsampled, torch.nn.functional.interpolate(hidden, scale_factor=2, mode="nearest"))
+
+    without.save_pretrained(tmp_path / "vq")
+    assert json.loads((tmp_path / "vq" / "config.json").read_text())["upsample_with_conv"] is False
+    loaded = UniF2aceVQModel.from_pretrained(tmp_path / "vq").eval()
+    with torch.no_grad():
+        codes = without.encode(images())
+        assert codes.shape == (2, 64)
+        assert torch.equal(loaded.decode(codes), without.decode(codes))
+    # a checkpoint with the convolutions does not load under a config without them, nor the other way round
+    with_conv.save_pretrained(tmp_path / "with_conv")
+    for folder, flag in (("with_conv", False), ("vq", True)):
+        config = json.loads((tmp_path / folder / "config.json").read_text())
+        (tmp_path / folder / "config.json").write_text(json.dumps({**config, "upsample_with_conv": flag}))
+    with pytest.raises(ValueError, match="no place for, e.g. 'decoder.up.1.upsample.conv"):
+        UniF2aceVQModel.from_pretrained(tmp_path / "with_conv")
+    with pytest.raises(ValueError, match="no weight for 'decoder.up.1.upsample.conv"):
+        UniF2aceVQModel.from_pretrained(tmp_path / "vq")
+
+
 def test_loading_is_strict(tmp_path):
     UniF2aceVQModel(micro_config()).save_pretrained(tmp_path / "vq")
     config = json.loads((tmp_path / "vq" / "config.json").read_text())

@@ -65,6 +65,9 @@ class UniF2aceVQConfig(PreTrainedConfig):
         codebook_size (`int`, *optional*): number of codes; derived as `2**codebook_dim` and checked if given.
         norm_num_groups (`int`): GroupNorm groups; every width must be divisible by it.
         norm_eps (`float`): GroupNorm epsilon.
+        upsample_with_conv (`bool`): whether the decoder's 2× upsampling is followed by a 3×3 conv (MAGVIT-v2 and
+            taming: yes). Without it the next residual block reads the repeated pixels directly, which saves the
+            most expensive convolutions of a small decoder; such a tokenizer has no `up.{i}.upsample.conv` weights.
     """
 
     model_type = "unif2ace_vq"
@@ -81,6 +84,7 @@ class UniF2aceVQConfig(PreTrainedConfig):
     codebook_size: int | None = None
     norm_num_groups: int = 32
     norm_eps: float = 1e-6
+    upsample_with_conv: bool = True
 
     def __post_init__(self, **kwargs):
         if self.encoder_channel_multipliers is None:

@@ -77,17 +77,19 @@ class UniF2aceVQDownsample(nn.Module):
 
 
 class UniF2aceVQUpsample(nn.Module):
-    """Nearest-neighbour 2× upsampling followed by a 3×3 conv."""
+    """Nearest-neighbour 2× upsampling followed by a 3×3 conv (or by nothing, `with_conv=False`)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, with_conv: bool = True):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        if with_conv:
+            self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Each pixel repeated 2×2: exactly `F.interpolate(x, scale_factor=2, mode="nearest")`, whose backward
         # torch.compile (inductor, CPU, bf16 autocast) returns as zeros, cutting every gradient above this layer.
         b, c, h, w = x.shape
-        return self.conv(x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w))
+        repeated = x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+        return self.conv(repeated) if hasattr(self, "conv") else repeated
 
 
 class _Level(nn.Module):
@@ -180,7 +182,7 @@ class UniF2aceVQDecoder(nn.Module):
                     attns.append(UniF2aceVQAttnBlock(block_in, config))
             stage = _Level(blocks, attns)
             if level != 0:
-                stage.upsample = UniF2aceVQUpsample(block_in)
+                stage.upsample = UniF2aceVQUpsample(block_in, config.upsample_with_conv)
                 side *= 2
             stages.insert(0, stage)  # `up[i]` is level i, as in the checkpoint
         self.up = nn.ModuleList(stages)
