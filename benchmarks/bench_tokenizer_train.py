@@ -5,8 +5,9 @@ A step is what `train_tokenizer` does: forward, `tokenizer_loss` (optionally wit
 network), backward, gradient clipping, AdamW. The `tiny` preset (the default tokenizer's sizes) at batch 16, the batch
 of the CPU runs in docs/decisions.md, and the `small` preset (the same grid, 12-bit codes, the width moved off the
 64×64 level) in the precision the CPU runs use, eager and under `torch.compile` (the trainer's `--compile`; compiled
-during the warm-up call, before timing). Variants run interleaved in one process on copies of one initialisation per
-preset.
+during the warm-up call, before timing), and `small` with a lean decoder (no conv after each upsampling, one residual
+block per level) or a wide encoder (64 channels at 64×64). Variants run interleaved in one process on copies of one
+initialisation per architecture.
 
     .venv/bin/python benchmarks/bench_tokenizer_train.py [--repeats 8] [--threads 1] [--output benchmarks/results_tokenizer_train.json]
 """
@@ -29,8 +30,13 @@ from unif2ace_hf.training.perceptual_loss import PerceptualFeatureLoss
 from unif2ace_hf.training.tokenizer_data import render_synthface, to_pixel_values
 from unif2ace_hf.training.tokenizer_trainer import build_vq_config
 
+# `small` without the decoder's upsampling convs and its second 16×16 block (docs/decisions.md, "A lean decoder")
+SMALL_LEAN_DECODER = ("small", (("upsample_with_conv", False), ("decoder_num_res_blocks", (1, 1, 1))))
+# `small` with twice the encoder's width at 64×64 (docs/decisions.md, "A lean decoder", encoder pilots)
+SMALL_WIDE_ENCODER = ("small", (("encoder_channel_multipliers", (2, 2, 4)),))
+
 VARIANTS = {
-    # name: (preset, autocast dtype or None, memory format, perceptual weight, torch.compile)
+    # name: (preset or (preset, overrides), autocast dtype or None, memory format, perceptual weight, torch.compile)
     "fp32": ("tiny", None, torch.contiguous_format, 0.0, False),
     "bf16": ("tiny", torch.bfloat16, torch.contiguous_format, 0.0, False),
     "bf16_channels_last": ("tiny", torch.bfloat16, torch.channels_last, 0.0, False),
@@ -39,7 +45,29 @@ VARIANTS = {
     "small_bf16": ("small", torch.bfloat16, torch.contiguous_format, 0.0, False),
     "small_bf16_perceptual": ("small", torch.bfloat16, torch.contiguous_format, 1.0, False),
     "small_bf16_perceptual_compiled": ("small", torch.bfloat16, torch.contiguous_format, 1.0, True),
+    "small_lean_decoder_bf16_perceptual_compiled": (
+        SMALL_LEAN_DECODER,
+        torch.bfloat16,
+        torch.contiguous_format,
+        1.0,
+        True,
+    ),
+    "small_wide_encoder_bf16_perceptual_compiled": (
+        SMALL_WIDE_ENCODER,
+        torch.bfloat16,
+        torch.contiguous_format,
+        1.0,
+        True,
+    ),
 }
+
+
+def build_architecture(architecture: str | tuple) -> UniF2aceVQModel:
+    """A fresh tokenizer for a preset name or a `(preset, overrides)` pair."""
+    preset, overrides = (architecture, ()) if isinstance(architecture, str) else architecture
+    return UniF2aceVQModel(
+        build_vq_config(preset, {key: list(v) if isinstance(v, tuple) else v for key, v in overrides})
+    )
 
 
 def make_step(model, pixel_values, dtype, memory_format, perceptual_weight, compiled, perceptual):
@@ -77,13 +105,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    presets = dict.fromkeys(preset for preset, *_ in VARIANTS.values())
-    bases = {preset: UniF2aceVQModel(build_vq_config(preset)).train() for preset in presets}
+    architectures = dict.fromkeys(architecture for architecture, *_ in VARIANTS.values())
+    bases = {architecture: build_architecture(architecture).train() for architecture in architectures}
     pixel_values = to_pixel_values(render_synthface(args.batch_size, size=64, seed=0, workers=1))
     perceptual = PerceptualFeatureLoss.from_pretrained("default")
     steps = {
-        name: make_step(copy.deepcopy(bases[preset]), pixel_values, dtype, memory_format, weight, compiled, perceptual)
-        for name, (preset, dtype, memory_format, weight, compiled) in VARIANTS.items()
+        name: make_step(
+            copy.deepcopy(bases[architecture]), pixel_values, dtype, memory_format, weight, compiled, perceptual
+        )
+        for name, (architecture, dtype, memory_format, weight, compiled) in VARIANTS.items()
     }
     samples = interleaved_samples(steps, args.repeats)
     medians = {name: statistics.median(values) for name, values in samples.items()}
