@@ -30,13 +30,18 @@ from unif2ace_hf.training.perceptual_loss import PerceptualFeatureLoss
 from unif2ace_hf.training.tokenizer_data import render_synthface, to_pixel_values
 from unif2ace_hf.training.tokenizer_trainer import build_vq_config
 
-# `small` without the decoder's upsampling convs and its second 16×16 block (docs/decisions.md, "A lean decoder")
-SMALL_LEAN_DECODER = ("small", (("upsample_with_conv", False), ("decoder_num_res_blocks", (1, 1, 1))))
-# `small` with twice the encoder's width at 64×64 (docs/decisions.md, "A lean decoder", encoder pilots)
-SMALL_WIDE_ENCODER = ("small", (("encoder_channel_multipliers", (2, 2, 4)),))
+# name: (preset, config overrides)
+ARCHITECTURES = {
+    "tiny": ("tiny", {}),
+    "small": ("small", {}),
+    # without the decoder's upsampling convs and its second 16×16 block (docs/decisions.md, "A lean decoder")
+    "small_lean_decoder": ("small", {"upsample_with_conv": False, "decoder_num_res_blocks": [1, 1, 1]}),
+    # twice the encoder's width at 64×64 and 32×32 (docs/decisions.md, "The encoder's width at 64×64")
+    "small_wide_encoder": ("small", {"encoder_channel_multipliers": [2, 2, 4]}),
+}
 
 VARIANTS = {
-    # name: (preset or (preset, overrides), autocast dtype or None, memory format, perceptual weight, torch.compile)
+    # name: (architecture, autocast dtype or None, memory format, perceptual weight, torch.compile)
     "fp32": ("tiny", None, torch.contiguous_format, 0.0, False),
     "bf16": ("tiny", torch.bfloat16, torch.contiguous_format, 0.0, False),
     "bf16_channels_last": ("tiny", torch.bfloat16, torch.channels_last, 0.0, False),
@@ -46,28 +51,20 @@ VARIANTS = {
     "small_bf16_perceptual": ("small", torch.bfloat16, torch.contiguous_format, 1.0, False),
     "small_bf16_perceptual_compiled": ("small", torch.bfloat16, torch.contiguous_format, 1.0, True),
     "small_lean_decoder_bf16_perceptual_compiled": (
-        SMALL_LEAN_DECODER,
+        "small_lean_decoder",
         torch.bfloat16,
         torch.contiguous_format,
         1.0,
         True,
     ),
     "small_wide_encoder_bf16_perceptual_compiled": (
-        SMALL_WIDE_ENCODER,
+        "small_wide_encoder",
         torch.bfloat16,
         torch.contiguous_format,
         1.0,
         True,
     ),
 }
-
-
-def build_architecture(architecture: str | tuple) -> UniF2aceVQModel:
-    """A fresh tokenizer for a preset name or a `(preset, overrides)` pair."""
-    preset, overrides = (architecture, ()) if isinstance(architecture, str) else architecture
-    return UniF2aceVQModel(
-        build_vq_config(preset, {key: list(v) if isinstance(v, tuple) else v for key, v in overrides})
-    )
 
 
 def make_step(model, pixel_values, dtype, memory_format, perceptual_weight, compiled, perceptual):
@@ -105,8 +102,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    architectures = dict.fromkeys(architecture for architecture, *_ in VARIANTS.values())
-    bases = {architecture: build_architecture(architecture).train() for architecture in architectures}
+    used = dict.fromkeys(architecture for architecture, *_ in VARIANTS.values())
+    bases = {name: UniF2aceVQModel(build_vq_config(*ARCHITECTURES[name])).train() for name in used}
     pixel_values = to_pixel_values(render_synthface(args.batch_size, size=64, seed=0, workers=1))
     perceptual = PerceptualFeatureLoss.from_pretrained("default")
     steps = {
