@@ -81,15 +81,14 @@ class UniF2aceVQUpsample(nn.Module):
 
     def __init__(self, channels: int, with_conv: bool = True):
         super().__init__()
-        if with_conv:
-            self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        # an Identity has no weights, so a tokenizer without the convs has no `upsample.conv.*` keys
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1) if with_conv else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Each pixel repeated 2×2: exactly `F.interpolate(x, scale_factor=2, mode="nearest")`, whose backward
         # torch.compile (inductor, CPU, bf16 autocast) returns as zeros, cutting every gradient above this layer.
         b, c, h, w = x.shape
-        repeated = x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
-        return self.conv(repeated) if hasattr(self, "conv") else repeated
+        return self.conv(x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w))
 
 
 class _Level(nn.Module):
