@@ -164,6 +164,53 @@ def test_upsampling_without_conv_drops_only_those_weights(tmp_path):
         UniF2aceVQModel.from_pretrained(tmp_path / "vq")
 
 
+def test_patches_fold_into_channels_and_back(tmp_path):
+    # two levels and 2x2 patches: the factor of three levels, without a 32x32 level
+    patched = UniF2aceVQModel(
+        micro_config(
+            patch_size=2,
+            encoder_channel_multipliers=[1, 2],
+            encoder_num_res_blocks=[1, 1],
+            decoder_channel_multipliers=[1, 2],
+            decoder_num_res_blocks=[1, 1],
+        )
+    ).eval()
+    assert patched.config.downsample_factor == 4 and patched.config.latent_size == 8
+    assert patched.encoder.conv_in.weight.shape == (32, 12, 3, 3)
+    assert patched.decoder.conv_out.weight.shape == (12, 32, 3, 3)
+    assert "encoder.down.0.attn.0.q.weight" in patched.state_dict()  # level 0 is 16px, where attention is asked
+    # the decoder's last conv writes every pixel of a patch: pixel (2i + a, 2j + b) of colour c is channel 4c + 2a + b
+    with torch.no_grad():
+        patched.decoder.conv_out.weight.zero_()
+        patched.decoder.conv_out.bias.copy_(torch.arange(12.0))
+        pixels = patched.decoder(torch.ones(1, 6, 8, 8))
+    assert pixels.shape == (1, 3, 32, 32)
+    assert pixels[0, :, :2, :2].flatten().tolist() == list(range(12))
+    x = images()
+    with torch.no_grad():
+        codes = patched.encode(x)
+        assert codes.shape == (2, 64)
+        assert patched.decode(codes).shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="pixel_values.*not divisible by .* factor 4"):
+        patched.encode(torch.zeros(1, 3, 30, 32))
+
+    patched.save_pretrained(tmp_path / "vq")
+    assert json.loads((tmp_path / "vq" / "config.json").read_text())["patch_size"] == 2
+    loaded = UniF2aceVQModel.from_pretrained(tmp_path / "vq").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(x), codes)
+        assert torch.equal(loaded.decode(codes), patched.decode(codes))
+    config = json.loads((tmp_path / "vq" / "config.json").read_text())
+    (tmp_path / "vq" / "config.json").write_text(json.dumps({**config, "patch_size": 1, "image_size": 16}))
+    with pytest.raises(ValueError, match="conv_.*has shape .* in the checkpoint"):
+        UniF2aceVQModel.from_pretrained(tmp_path / "vq")
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="patch_size"):
+            micro_config(patch_size=bad)
+    with pytest.raises(ValueError, match="image_size.*factor 8"):
+        micro_config(patch_size=2, image_size=36)
+
+
 def test_loading_is_strict(tmp_path):
     UniF2aceVQModel(micro_config()).save_pretrained(tmp_path / "vq")
     config = json.loads((tmp_path / "vq" / "config.json").read_text())

@@ -68,6 +68,11 @@ class UniF2aceVQConfig(PreTrainedConfig):
         upsample_with_conv (`bool`): whether the decoder's 2× upsampling is followed by a 3×3 conv (MAGVIT-v2 and
             taming: yes). Without it the next residual block reads the repeated pixels directly, which saves the
             most expensive convolutions of a small decoder; such a tokenizer has no `up.{i}.upsample.conv` weights.
+        patch_size (`int`): pixels per side folded into channels before the encoder's first conv (space-to-depth)
+            and unfolded after the decoder's last (depth-to-space); 1 (MAGVIT-v2) folds nothing. A patch of 2 lets a
+            tokenizer skip its full-resolution level, the most expensive per parameter, without losing a pixel: the
+            first conv sees every pixel of the patch. It multiplies `downsample_factor` and changes the shapes of
+            `encoder.conv_in` and `decoder.conv_out`.
     """
 
     model_type = "unif2ace_vq"
@@ -85,6 +90,7 @@ class UniF2aceVQConfig(PreTrainedConfig):
     norm_num_groups: int = 32
     norm_eps: float = 1e-6
     upsample_with_conv: bool = True
+    patch_size: int = 1
 
     def __post_init__(self, **kwargs):
         if self.encoder_channel_multipliers is None:
@@ -117,7 +123,7 @@ class UniF2aceVQConfig(PreTrainedConfig):
     @property
     def downsample_factor(self) -> int:
         """Pixels per code along each side."""
-        return 2 ** (self.num_levels - 1)
+        return self.patch_size * 2 ** (self.num_levels - 1)
 
     @property
     def latent_size(self) -> int:
@@ -130,6 +136,8 @@ class UniF2aceVQConfig(PreTrainedConfig):
         def fail(field: str, message: str) -> None:
             raise ValueError(f"UniF2aceVQConfig.{field}: {message}")
 
+        if not isinstance(self.patch_size, int) or self.patch_size < 1:
+            fail("patch_size", f"{self.patch_size!r} must be a positive integer")
         if not 1 <= self.codebook_dim <= 30:
             fail("codebook_dim", f"{self.codebook_dim} must be in [1, 30]")
         if self.codebook_size != 2**self.codebook_dim:

@@ -127,9 +127,10 @@ class UniF2aceVQEncoder(nn.Module):
     def __init__(self, config: UniF2aceVQConfig):
         super().__init__()
         ch, multipliers = config.base_channels, config.encoder_channel_multipliers
-        self.conv_in = nn.Conv2d(config.num_channels, ch, 3, padding=1)
+        self.patch_size = config.patch_size
+        self.conv_in = nn.Conv2d(config.num_channels * config.patch_size**2, ch, 3, padding=1)
         self.down = nn.ModuleList()
-        side, block_in = config.image_size, ch
+        side, block_in = config.image_size // config.patch_size, ch
         for level, (multiplier, num_blocks) in enumerate(zip(multipliers, config.encoder_num_res_blocks)):
             block_out = ch * multiplier
             blocks, attns = [], []
@@ -149,6 +150,8 @@ class UniF2aceVQEncoder(nn.Module):
         self.quant_conv = nn.Conv2d(config.codebook_dim, config.codebook_dim, 1)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.patch_size > 1:
+            pixel_values = F.pixel_unshuffle(pixel_values, self.patch_size)
         h = self.conv_in(pixel_values)
         for stage in self.down:
             h = stage.run_blocks(h)
@@ -186,7 +189,8 @@ class UniF2aceVQDecoder(nn.Module):
             stages.insert(0, stage)  # `up[i]` is level i, as in the checkpoint
         self.up = nn.ModuleList(stages)
         self.norm_out = _group_norm(block_in, config)
-        self.conv_out = nn.Conv2d(block_in, config.num_channels, 3, padding=1)
+        self.patch_size = config.patch_size
+        self.conv_out = nn.Conv2d(block_in, config.num_channels * config.patch_size**2, 3, padding=1)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(self.post_quant_conv(latents))
@@ -195,7 +199,8 @@ class UniF2aceVQDecoder(nn.Module):
             h = stage.run_blocks(h)
             if hasattr(stage, "upsample"):
                 h = stage.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        h = self.conv_out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(h, self.patch_size) if self.patch_size > 1 else h
 
 
 def code_bits(codebook_dim: int, device: torch.device | str | None = None) -> torch.Tensor:
