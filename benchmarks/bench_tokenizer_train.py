@@ -6,8 +6,9 @@ network), backward, gradient clipping, AdamW. The `tiny` preset (the default tok
 of the CPU runs in docs/decisions.md, and the `small` preset (the same grid, 12-bit codes, the width moved off the
 64×64 level) in the precision the CPU runs use, eager and under `torch.compile` (the trainer's `--compile`; compiled
 during the warm-up call, before timing), and `small` with a lean decoder (no conv after each upsampling, one residual
-block per level) or a wide encoder (64 channels at 64×64). Variants run interleaved in one process on copies of one
-initialisation per architecture.
+block per level), a wide encoder (64 channels at 64×64), 2×2 patches folded into channels (no 64×64 level), or Muon
+for its hidden kernels (the trainer's `--optimizer muon`). The optimizers are the trainer's own. Variants run
+interleaved in one process on copies of one initialisation per architecture.
 
     .venv/bin/python benchmarks/bench_tokenizer_train.py [--repeats 8] [--threads 1] [--output benchmarks/results_tokenizer_train.json]
 """
@@ -28,7 +29,7 @@ from unif2ace_hf.modeling.image_tokenizer import UniF2aceVQModel
 from unif2ace_hf.modeling.tokenizer_losses import TokenizerLossWeights, tokenizer_loss
 from unif2ace_hf.training.perceptual_loss import PerceptualFeatureLoss
 from unif2ace_hf.training.tokenizer_data import render_synthface, to_pixel_values
-from unif2ace_hf.training.tokenizer_trainer import build_vq_config
+from unif2ace_hf.training.tokenizer_trainer import TokenizerTrainingArguments, build_vq_config, make_optimizers
 
 # name: (preset, config overrides)
 ARCHITECTURES = {
@@ -38,24 +39,36 @@ ARCHITECTURES = {
     "small_lean_decoder": ("small", {"upsample_with_conv": False, "decoder_num_res_blocks": [1, 1, 1]}),
     # twice the encoder's width at 64×64 and 32×32 (docs/decisions.md, "The encoder's width at 64×64")
     "small_wide_encoder": ("small", {"encoder_channel_multipliers": [2, 2, 4]}),
+    # 2×2 patches folded into channels, no 64×64 level, 96 encoder channels at 32×32 (docs/decisions.md, "Folding")
+    "small_patch2_wide_encoder": (
+        "small",
+        {
+            "patch_size": 2,
+            "encoder_channel_multipliers": [3, 4],
+            "encoder_num_res_blocks": [1, 1],
+            "decoder_channel_multipliers": [2, 4],
+            "decoder_num_res_blocks": [1, 2],
+        },
+    ),
 }
 
 VARIANTS = {
-    # name: (architecture, autocast dtype or None, memory format, perceptual weight, torch.compile)
-    "fp32": ("tiny", None, torch.contiguous_format, 0.0, False),
-    "bf16": ("tiny", torch.bfloat16, torch.contiguous_format, 0.0, False),
-    "bf16_channels_last": ("tiny", torch.bfloat16, torch.channels_last, 0.0, False),
-    "fp32_channels_last": ("tiny", None, torch.channels_last, 0.0, False),
-    "bf16_perceptual": ("tiny", torch.bfloat16, torch.contiguous_format, 1.0, False),
-    "small_bf16": ("small", torch.bfloat16, torch.contiguous_format, 0.0, False),
-    "small_bf16_perceptual": ("small", torch.bfloat16, torch.contiguous_format, 1.0, False),
-    "small_bf16_perceptual_compiled": ("small", torch.bfloat16, torch.contiguous_format, 1.0, True),
+    # name: (architecture, autocast dtype or None, memory format, perceptual weight, torch.compile, optimizer)
+    "fp32": ("tiny", None, torch.contiguous_format, 0.0, False, "adamw"),
+    "bf16": ("tiny", torch.bfloat16, torch.contiguous_format, 0.0, False, "adamw"),
+    "bf16_channels_last": ("tiny", torch.bfloat16, torch.channels_last, 0.0, False, "adamw"),
+    "fp32_channels_last": ("tiny", None, torch.channels_last, 0.0, False, "adamw"),
+    "bf16_perceptual": ("tiny", torch.bfloat16, torch.contiguous_format, 1.0, False, "adamw"),
+    "small_bf16": ("small", torch.bfloat16, torch.contiguous_format, 0.0, False, "adamw"),
+    "small_bf16_perceptual": ("small", torch.bfloat16, torch.contiguous_format, 1.0, False, "adamw"),
+    "small_bf16_perceptual_compiled": ("small", torch.bfloat16, torch.contiguous_format, 1.0, True, "adamw"),
     "small_lean_decoder_bf16_perceptual_compiled": (
         "small_lean_decoder",
         torch.bfloat16,
         torch.contiguous_format,
         1.0,
         True,
+        "adamw",
     ),
     "small_wide_encoder_bf16_perceptual_compiled": (
         "small_wide_encoder",
@@ -63,16 +76,28 @@ VARIANTS = {
         torch.contiguous_format,
         1.0,
         True,
+        "adamw",
     ),
+    "small_patch2_wide_encoder_bf16_perceptual_compiled": (
+        "small_patch2_wide_encoder",
+        torch.bfloat16,
+        torch.contiguous_format,
+        1.0,
+        True,
+        "adamw",
+    ),
+    # Muon for the hidden kernels, AdamW for the rest (the trainer's --optimizer muon)
+    "small_bf16_perceptual_compiled_muon": ("small", torch.bfloat16, torch.contiguous_format, 1.0, True, "muon"),
 }
 
 
-def make_step(model, pixel_values, dtype, memory_format, perceptual_weight, compiled, perceptual):
+def make_step(model, pixel_values, dtype, memory_format, perceptual_weight, compiled, optimizer_name, perceptual):
     model = model.to(memory_format=memory_format)
     forward = torch.compile(model) if compiled else model
     features = torch.compile(perceptual) if compiled else perceptual
     pixel_values = pixel_values.contiguous(memory_format=memory_format)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99))
+    arguments = TokenizerTrainingArguments(data="", output_dir="", optimizer=optimizer_name, learning_rate=1e-4)
+    optimizers = make_optimizers(model, arguments, torch.device("cpu"))
     weights = TokenizerLossWeights(perceptual=perceptual_weight)
 
     def loss_fn(reconstruction, target):
@@ -87,8 +112,9 @@ def make_step(model, pixel_values, dtype, memory_format, perceptual_weight, comp
         )
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
     return step
 
@@ -108,9 +134,9 @@ def main() -> None:
     perceptual = PerceptualFeatureLoss.from_pretrained("default")
     steps = {
         name: make_step(
-            copy.deepcopy(bases[architecture]), pixel_values, dtype, memory_format, weight, compiled, perceptual
+            copy.deepcopy(bases[architecture]), pixel_values, dtype, memory_format, weight, compiled, optim, perceptual
         )
-        for name, (architecture, dtype, memory_format, weight, compiled) in VARIANTS.items()
+        for name, (architecture, dtype, memory_format, weight, compiled, optim) in VARIANTS.items()
     }
     samples = interleaved_samples(steps, args.repeats)
     medians = {name: statistics.median(values) for name, values in samples.items()}

@@ -29,6 +29,7 @@ FEATURES=${FEATURES:-default}  # the perceptual term's network: shipped, a `unif
 BUDGET=${BUDGET:-45}           # with FEATURES=train: minutes for network + tokenizer (MINUTES = BUDGET - the network's)
 FEATURE_WIDTH=${FEATURE_WIDTH:-32} # with FEATURES=train: the network's base width (the shipped one is 32)
 ZERO_INIT=${ZERO_INIT-1}       # start with zeroed residual branches (set ZERO_INIT= for the default initialisation)
+OPTIMIZER=${OPTIMIZER:-adamw}  # or muon: Muon for the hidden kernels (docs/decisions.md, "Muon")
 UNIF2ACE=${UNIF2ACE:-unif2ace}
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
@@ -49,7 +50,7 @@ fi
   --batch-size 16 --learning-rate "$LR" --warmup-steps 200 --max-minutes "$MINUTES" \
   --perceptual-net "$FEATURES" --perceptual-weight "$PERCEPTUAL" --attribute-weight "$ATTRIBUTE" \
   --gradient-weight "$GRADIENT" --log-steps 25 \
-  --save-steps 1000 --no-progress ${COMPILE:+--compile} ${EMA:+--ema-decay "$EMA"} $([ -n "$ZERO_INIT" ] || echo --no-zero-init-residual)
+  --save-steps 1000 --no-progress --optimizer "$OPTIMIZER" ${COMPILE:+--compile} ${EMA:+--ema-decay "$EMA"} $([ -n "$ZERO_INIT" ] || echo --no-zero-init-residual)
 
 "$UNIF2ACE" eval-tokenizer --model "$OUT" --data "$EVAL_DATA" --split test --num-images 256 \
   --json "$OUT/eval_test.json" --grid "$OUT/tokenizer_recon.png"

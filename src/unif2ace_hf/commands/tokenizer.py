@@ -79,6 +79,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="start a fresh tokenizer from the default initialisation instead of zeroed residual branches",
     )
+    train.add_argument(
+        "--optimizer",
+        choices=("adamw", "muon"),
+        default="adamw",
+        help="muon: Muon for the hidden convolution kernels, AdamW for the rest, at one learning rate",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=run_train)
 
@@ -167,6 +173,7 @@ def run_train(args: argparse.Namespace) -> int:
         compile=args.compile,
         ema_decay=args.ema_decay,
         zero_init_residual=not args.no_zero_init_residual,
+        optimizer=args.optimizer,
         loss_weights=loss_weights,
     )
     try:
