@@ -8,18 +8,18 @@
 #
 #   bash scripts/train_default_tokenizer_cpu.sh                  # OUT=runs/vq-small, data under runs/
 #   FEATURES=train bash scripts/train_default_tokenizer_cpu.sh   # train a feature network inside BUDGET instead
-#   cp runs/vq-small/{config.json,model.safetensors} src/unif2ace_hf/default_models/unif2ace-vq-tiny/
+#   cp runs/vq-small/{config.json,model.safetensors} src/unif2ace_hf/default_models/unif2ace-vq-tiny/  # drop auto_map
 #
 # Run it on an otherwise idle machine: the budget is wall-clock, so anything sharing the cores costs steps. The step
-# count also depends on the CPU (5 777-7 460 steps in sessions whose benchmarks record an Intel Xeon with AMX, 5 144
-# on an AMD EPYC without AMX); the model folder's training_summary.json records which one it was.
+# count also depends on the CPU (5 777-7 460 steps in sessions whose benchmarks record an Intel Xeon with AMX, 5 127
+# for the shipped tokenizer on an AMD EPYC without AMX); the model folder's training_summary.json records which one.
 set -euo pipefail
 OUT=${OUT:-runs/vq-small}
 TRAIN_DATA=${TRAIN_DATA:-runs/synthface-seed102}   # 40 000 faces, 32 000 in the train split
 EVAL_DATA=${EVAL_DATA:-runs/synthface-seed0}       # the held-out faces of docs/decisions.md's tokenizer tables
 MINUTES=${MINUTES:-45}
 PERCEPTUAL=${PERCEPTUAL:-2.0}
-LR=${LR:-1e-3}
+LR=${LR:-2e-3}
 CONFIG=${CONFIG:-small}        # a preset or a tokenizer config.json
 COMPILE=${COMPILE-1}           # torch.compile: about 1.4x the steps (set COMPILE= for eager)
 EMA=${EMA:-}                   # e.g. 0.999: save a moving average of the weights (lost 0.11 dB here: docs/decisions.md)
@@ -29,7 +29,7 @@ FEATURES=${FEATURES:-default}  # the perceptual term's network: shipped, a `unif
 BUDGET=${BUDGET:-45}           # with FEATURES=train: minutes for network + tokenizer (MINUTES = BUDGET - the network's)
 FEATURE_WIDTH=${FEATURE_WIDTH:-32} # with FEATURES=train: the network's base width (the shipped one is 32)
 ZERO_INIT=${ZERO_INIT-1}       # start with zeroed residual branches (set ZERO_INIT= for the default initialisation)
-OPTIMIZER=${OPTIMIZER:-adamw}  # or muon: Muon for the hidden kernels (docs/decisions.md, "Muon")
+OPTIMIZER=${OPTIMIZER:-muon}   # Muon for the hidden kernels (docs/decisions.md, "Muon"); adamw before (with LR=1e-3)
 UNIF2ACE=${UNIF2ACE:-unif2ace}
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
