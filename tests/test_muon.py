@@ -1,13 +1,9 @@
 """Muon for convolution kernels (`training/muon.py`) and the tokenizer trainer's `optimizer="muon"`."""
 
-import json
-import shutil
-
 import pytest
 import torch
 
 from unif2ace_hf.training.muon import ConvMuon, hidden_weight_names, orthogonalize
-from unif2ace_hf.training.tokenizer_data import render_synthface
 from unif2ace_hf.training.tokenizer_trainer import TokenizerTrainingArguments, train_tokenizer
 
 
@@ -48,42 +44,3 @@ def test_hidden_weights_leave_out_vectors_single_channels_and_the_excluded():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 3), torch.nn.Conv2d(8, 1, 1))
     assert hidden_weight_names(model) == ["0.weight", "1.weight"]
     assert hidden_weight_names(model, exclude=["0.weight"]) == ["1.weight"]
-
-
-def test_the_trainer_trains_with_muon_and_resumes_exactly(tmp_path):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    faces = render_synthface(12, size=32, seed=1, workers=1)
-
-    def arguments(output_dir, **overrides) -> TokenizerTrainingArguments:
-        values = dict(
-            data="unused",
-            output_dir=str(output_dir),
-            config="micro",
-            optimizer="muon",
-            max_steps=5,
-            batch_size=4,
-            warmup_steps=1,
-            save_steps=3,
-            log_steps=1,
-            progress=False,
-        )
-        return TokenizerTrainingArguments(**{**values, **overrides})
-
-    try:
-        train_tokenizer(arguments(tmp_path / "full"), images=faces)
-        checkpoint = tmp_path / "full" / "checkpoints" / "step-3"
-        # both optimizers' states are saved: AdamW's and Muon's momentum buffers
-        assert {"optimizer.bin", "optimizer_1.bin"} <= {path.name for path in checkpoint.iterdir()}
-        shutil.copytree(tmp_path / "full", tmp_path / "resumed")
-        shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-5")
-        train_tokenizer(arguments(tmp_path / "resumed", resume=True), images=faces)
-    finally:
-        torch.set_num_threads(previous)
-    full, resumed = (
-        [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-        for run in ("full", "resumed")
-    )
-    assert len(full) == len(resumed) == 5
-    assert resumed[3:] == pytest.approx(full[3:], rel=1e-5)
-    assert full[-1] < full[0]

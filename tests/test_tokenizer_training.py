@@ -85,6 +85,25 @@ def test_three_steps_write_metrics_a_model_and_resume_exactly(tmp_path, faces):
     assert seconds == sorted(seconds) and seconds[3] >= seconds[2]
 
 
+def test_muon_trains_saves_both_optimizers_and_resumes_exactly(tmp_path, faces):
+    train_tokenizer(
+        arguments(tmp_path / "full", optimizer="muon", max_steps=5, save_steps=3, log_steps=1), images=faces
+    )
+    checkpoint = tmp_path / "full" / "checkpoints" / "step-3"
+    # AdamW's state (the pixel and code layers, biases, norms) and Muon's momentum buffers (the hidden kernels)
+    assert {"optimizer.bin", "optimizer_1.bin"} <= {path.name for path in checkpoint.iterdir()}
+    shutil.copytree(tmp_path / "full", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-5")
+    train_tokenizer(
+        arguments(tmp_path / "resumed", optimizer="muon", max_steps=5, save_steps=3, log_steps=1, resume=True),
+        images=faces,
+    )
+    full, resumed = ([row["loss"] for row in read_metrics(tmp_path / run)] for run in ("full", "resumed"))
+    assert len(full) == len(resumed) == 5
+    assert resumed[3:] == pytest.approx(full[3:], rel=1e-5)
+    assert full[-1] < full[0]
+
+
 def test_upsampling_is_nearest_neighbour_exactly():
     from unif2ace_hf.modeling.image_tokenizer import UniF2aceVQUpsample
 
