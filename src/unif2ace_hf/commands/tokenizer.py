@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--optimizer",
-        choices=("adamw", "muon"),
+        choices=("adamw", "muon"),  # training.tokenizer_trainer.OPTIMIZERS (imported lazily, with torch)
         default="adamw",
         help="muon: Muon for the hidden convolution kernels, AdamW for the rest, at one learning rate",
     )

@@ -38,8 +38,8 @@ def orthogonalize(matrix: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> to
 
 
 def hidden_weight_names(model: nn.Module, exclude: Iterable[str] = ()) -> list[str]:
-    """Names of the weights Muon should take: every conv or linear kernel with more than one input and output
-    channel (1×1 projections of a handful of channels are left out by `exclude`), minus the names in `exclude`."""
+    """Names of the weights Muon should take: every conv or linear kernel whose matrix has more than one row and
+    column (a single output channel or a single input has no directions to balance), minus the names in `exclude`."""
     excluded = set(exclude)
     return [
         name

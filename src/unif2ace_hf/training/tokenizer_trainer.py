@@ -75,6 +75,9 @@ TOKENIZER_PRESETS: dict[str, dict] = {
     "magvit": {},
 }
 
+OPTIMIZERS = ("adamw", "muon")
+"""`TokenizerTrainingArguments.optimizer`: AdamW for every parameter, or Muon for the hidden kernels (training/muon.py)."""
+
 STATE_FILE = "trainer_state.json"
 EMA_FILE = "ema.safetensors"
 METRICS_FILE = "metrics.jsonl"
@@ -242,6 +245,8 @@ def make_optimizers(
 
     if args.optimizer == "adamw":
         return [adamw(list(model.parameters()))]
+    if args.optimizer != "muon":
+        raise ValueError(f"`optimizer`: {args.optimizer!r} is not one of {OPTIMIZERS}.")
     hidden = set(hidden_weight_names(model, exclude=_NOT_FOR_MUON))
     named = dict(model.named_parameters())
     muon = ConvMuon(
@@ -275,8 +280,8 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
             f"> 0 (perceptual_net={args.perceptual_net!r}, weights={args.loss_weights.perceptual} and "
             f"{args.loss_weights.attribute})."
         )
-    if args.optimizer not in ("adamw", "muon"):
-        raise ValueError(f"`optimizer`: {args.optimizer!r} is not one of 'adamw', 'muon'.")
+    if args.optimizer not in OPTIMIZERS:
+        raise ValueError(f"`optimizer`: {args.optimizer!r} is not one of {OPTIMIZERS}.")
     if args.ema_decay is not None and not 0 < args.ema_decay < 1:
         raise ValueError(f"`ema_decay` must be in (0, 1), got {args.ema_decay}.")
     perceptual_loss = PerceptualFeatureLoss.from_pretrained(args.perceptual_net) if args.perceptual_net else None
@@ -432,4 +437,11 @@ def train_tokenizer(args: TokenizerTrainingArguments, images: torch.Tensor | Non
     return summary
 
 
-__all__ = ["TOKENIZER_PRESETS", "TokenizerTrainingArguments", "build_vq_config", "make_optimizers", "train_tokenizer"]
+__all__ = [
+    "TOKENIZER_PRESETS",
+    "TokenizerTrainingArguments",
+    "OPTIMIZERS",
+    "build_vq_config",
+    "make_optimizers",
+    "train_tokenizer",
+]
