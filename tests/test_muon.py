@@ -44,3 +44,22 @@ def test_hidden_weights_leave_out_vectors_single_channels_and_the_excluded():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 3), torch.nn.Conv2d(8, 1, 1))
     assert hidden_weight_names(model) == ["0.weight", "1.weight"]
     assert hidden_weight_names(model, exclude=["0.weight"]) == ["1.weight"]
+
+
+def test_a_stack_of_matrices_is_orthogonalised_one_matrix_at_a_time():
+    torch.manual_seed(0)
+    stack = torch.randn(4, 32, 16) + 10 * torch.randn(4, 32, 1) @ torch.randn(4, 1, 16)
+    together = orthogonalize(stack)
+    for index in range(4):
+        torch.testing.assert_close(together[index], orthogonalize(stack[index]), atol=2e-2, rtol=0)
+
+
+def test_a_stacked_group_updates_each_expert_with_its_own_rms_and_refuses_non_stacks():
+    experts = torch.nn.Parameter(torch.zeros(3, 64, 16))
+    experts.grad = torch.randn_like(experts) * torch.tensor([1.0, 100.0, 0.01])[:, None, None]
+    ConvMuon([{"params": [experts], "stacked": True}], lr=0.01, momentum=0.0).step()
+    rms = experts.detach().pow(2).mean(dim=(1, 2)).sqrt()
+    # whatever the scale of each expert's gradient, each gets an AdamW-sized step of its own
+    torch.testing.assert_close(rms, torch.full((3,), 0.2 * 0.01), rtol=0.25, atol=0)
+    with pytest.raises(ValueError, match="stacked.*\\(E, m, n\\)"):
+        ConvMuon([{"params": [torch.nn.Parameter(torch.zeros(4, 4))], "stacked": True}])

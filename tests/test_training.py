@@ -199,19 +199,32 @@ def test_final_folder_loads_in_both_pipelines(trained):
     assert isinstance(answer, (dict, list))
 
 
-def test_resume_gives_the_same_next_losses(tmp_path, synthface_dir, tiny_recipe):
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])  # muon: the recipe's, with a second optimizer to restore
+def test_resume_gives_the_same_next_losses(tmp_path, synthface_dir, tiny_recipe, optimizer):
     full = tmp_path / "full"
-    assert train(tiny_recipe, synthface_dir, full, "--max-steps", "6", "--set", "training.save_steps=3") == 0
+    choice = f"training.optimizer={optimizer}"
+    assert (
+        train(tiny_recipe, synthface_dir, full, "--max-steps", "6", "--set", "training.save_steps=3", "--set", choice)
+        == 0
+    )
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
-    assert train(tiny_recipe, synthface_dir, resumed, "--max-steps", "6", "--resume") == 0
+    assert train(tiny_recipe, synthface_dir, resumed, "--max-steps", "6", "--resume", "--set", choice) == 0
     expected = metrics(full)[3:]
     got = metrics(resumed)
     assert [r["step"] for r in got] == [4, 5, 6]
     for a, b in zip(expected, got):
         for key in ("loss", "mmu_loss", "t2i_loss", "aux_loss", "lr", "grad_norm"):
             assert b[key] == pytest.approx(a[key], abs=1e-6, rel=0), (a["step"], key)
+
+
+def test_resuming_with_another_optimizer_is_refused(tmp_path, capsys, synthface_dir, tiny_recipe):
+    full = tmp_path / "muon"
+    assert train(tiny_recipe, synthface_dir, full, "--max-steps", "1", "--set", "training.optimizer=muon") == 0
+    common = ("--recipe", str(tiny_recipe), "--data", str(synthface_dir), "--output-dir", str(full))
+    err = run_cli_error(capsys, *common, "--resume", "--set", "training.optimizer=adamw")
+    assert "resume_from" in err and "training.optimizer" in err, err
 
 
 # ---------------------------------------------------------------------------------------------- bad input

@@ -24,17 +24,18 @@ NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 def orthogonalize(matrix: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
     """The semi-orthogonal factor `U Vᵀ` of `matrix = U S Vᵀ`, approximately, in bf16 (as the reference does: the
-    iteration tolerates it and the matmuls run several times faster on a CPU with bf16 units)."""
+    iteration tolerates it and the matmuls run several times faster on a CPU with bf16 units). A `(..., m, n)`
+    stack is a batch of independent matrices, run as batched matmuls (one call for a layer's experts)."""
     a, b, c = NEWTON_SCHULZ_COEFFICIENTS
     x = matrix.to(torch.bfloat16)
-    transposed = x.shape[0] > x.shape[1]
+    transposed = x.shape[-2] > x.shape[-1]
     if transposed:
-        x = x.T
-    x = x / (x.norm() + eps)
+        x = x.mT
+    x = x / (torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True) + eps)
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if transposed else x).to(matrix.dtype)
+    return (x.mT if transposed else x).to(matrix.dtype)
 
 
 def hidden_weight_names(model: nn.Module, exclude: Iterable[str] = ()) -> list[str]:
@@ -51,7 +52,10 @@ def hidden_weight_names(model: nn.Module, exclude: Iterable[str] = ()) -> list[s
 class ConvMuon(torch.optim.Optimizer):
     """Muon for matrices and convolution kernels: Nesterov momentum, orthogonalised in the kernel's
     `(out, in·k·k)` matrix shape, scaled to the RMS of an AdamW update, decoupled weight decay. The other
-    parameters belong in an AdamW beside it with the same learning rate."""
+    parameters belong in an AdamW beside it with the same learning rate.
+
+    A parameter group with `stacked=True` holds `(E, m, n)` stacks of independent matrices (a MoE layer's fused
+    experts): each of the E matrices is orthogonalised on its own, in one batched call."""
 
     def __init__(
         self,
@@ -64,9 +68,15 @@ class ConvMuon(torch.optim.Optimizer):
         if not 0 <= momentum < 1:
             raise ValueError(f"`momentum` must be in [0, 1), got {momentum}.")
         params = list(params)
-        if any(p.ndim < 2 for p in params):
-            raise ValueError("`params`: Muon takes matrices and kernels (ndim >= 2) only; give the rest to AdamW.")
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps))
+        groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+        for group in groups:
+            group["params"] = list(group["params"])
+            if group.get("stacked") and any(p.ndim != 3 for p in group["params"]):
+                raise ValueError("`params`: a `stacked` group takes (E, m, n) stacks of matrices only.")
+            if any(p.ndim < 2 for p in group["params"]):
+                raise ValueError("`params`: Muon takes matrices and kernels (ndim >= 2) only; give the rest to AdamW.")
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps, stacked=False)
+        super().__init__(groups, defaults)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -84,11 +94,11 @@ class ConvMuon(torch.optim.Optimizer):
                 buffer = state["momentum_buffer"]
                 buffer.mul_(group["momentum"]).add_(parameter.grad)
                 update = parameter.grad.add(buffer, alpha=group["momentum"])  # Nesterov
-                matrix = update.reshape(update.shape[0], -1)
+                matrix = update if group["stacked"] else update.reshape(update.shape[0], -1)
                 direction = orthogonalize(matrix, group["ns_steps"]).view_as(parameter)
                 if group["weight_decay"]:
                     parameter.mul_(1 - group["lr"] * group["weight_decay"])
-                parameter.add_(direction, alpha=-group["lr"] * 0.2 * max(matrix.shape) ** 0.5)
+                parameter.add_(direction, alpha=-group["lr"] * 0.2 * max(matrix.shape[-2:]) ** 0.5)
         return loss
 
 

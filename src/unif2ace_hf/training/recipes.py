@@ -14,6 +14,9 @@ import yaml
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
+TRAINING_OPTIMIZERS = ("adamw", "muon")
+"""`training.optimizer`: AdamW for every parameter, or Muon for the hidden matrices (training/optimizers.py)."""
+
 DEFAULTS: dict[str, Any] = {
     "description": "",
     # from scratch: UniF2aceConfig fields (the vocabulary layout comes from the tokenizer, vq_config from the
@@ -53,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 8,  # per process and micro-step
         "gradient_accumulation_steps": 1,
         "learning_rate": 3e-4,
+        # "adamw", or "muon": Muon for the transformer's hidden matrices, AdamW for the rest (training/optimizers.py)
+        "optimizer": "adamw",
+        "muon_momentum": 0.95,
         "weight_decay": 0.01,
         "adam_betas": [0.9, 0.95],
         "warmup_steps": 100,
@@ -138,6 +144,10 @@ def validate_recipe(recipe: dict[str, Any], source: str = "recipe") -> dict[str,
         raise ValueError(
             f"{source}: training.mixed_precision must be 'no' or 'bf16', got {training['mixed_precision']!r}"
         )
+    if training["optimizer"] not in TRAINING_OPTIMIZERS:
+        raise ValueError(
+            f"{source}: training.optimizer must be one of {TRAINING_OPTIMIZERS}, got {training['optimizer']!r}"
+        )
     for key in ("batch_size", "gradient_accumulation_steps", "max_steps", "save_steps"):
         if not isinstance(training[key], int) or training[key] < 1:
             raise ValueError(f"{source}: training.{key} must be an integer >= 1, got {training[key]!r}")
@@ -161,4 +171,4 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
     return validate_recipe(recipe, source=f"recipe {str(name_or_path)!r}")
 
 
-__all__ = ["DEFAULTS", "available_recipes", "deep_merge", "load_recipe", "validate_recipe"]
+__all__ = ["DEFAULTS", "TRAINING_OPTIMIZERS", "available_recipes", "deep_merge", "load_recipe", "validate_recipe"]

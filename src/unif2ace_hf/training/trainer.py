@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from datasets import Dataset
 from tqdm.auto import tqdm
 
@@ -31,6 +31,7 @@ from .codes_cache import CODES_COLUMN, SEMANTIC_COLUMN, add_image_codes, add_sem
 from .collator import TrainingCollator, row_seed
 from .model_setup import build_model, check_model_section, load_training_data, resolve_init_from
 from .objective import TrainingObjective
+from .optimizers import make_training_optimizers
 
 logger = logging.getLogger(__name__)
 
@@ -154,25 +155,24 @@ class UniF2aceTrainer:
             questions_per_image=data["questions_per_image"],
         )
         objective = TrainingObjective(model, self.losses["d3diff_alpha"], self.losses["masking_schedule"])
-        params = [p for p in objective.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params,
-            lr=self.config["learning_rate"],
-            betas=tuple(self.config["adam_betas"]),
-            weight_decay=self.config["weight_decay"],
-            fused=True,  # one pass per tensor: 4-5x faster than the default loop on CPU (benchmarks/bench_train.py)
+        if self.config["optimizer"] == "muon" and self.accelerator.distributed_type == DistributedType.FSDP:
+            raise ValueError(
+                "training.optimizer: 'muon' orthogonalises whole matrices, which FSDP shards between processes; "
+                "use --set training.optimizer=adamw with FSDP"
+            )
+        optimizers = make_training_optimizers(objective, self.config)
+        # stepped by us once per optimizer step (a prepared scheduler steps once per process); one per optimizer,
+        # all on the same schedule
+        schedule = cosine_with_warmup(
+            self.config["warmup_steps"],
+            self.config["max_steps"],
+            self.config["min_lr_ratio"],
+            self._time_progress if self.config["max_minutes"] else None,
         )
-        # stepped by us once per optimizer step (a prepared scheduler steps once per process)
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            cosine_with_warmup(
-                self.config["warmup_steps"],
-                self.config["max_steps"],
-                self.config["min_lr_ratio"],
-                self._time_progress if self.config["max_minutes"] else None,
-            ),
-        )
-        self.model, self.optimizer = self.accelerator.prepare(objective, optimizer)
+        self.lr_schedulers = [torch.optim.lr_scheduler.LambdaLR(optimizer, schedule) for optimizer in optimizers]
+        if self.resume_from is not None:
+            self._saved_schedules(self.resume_from)  # a mismatched checkpoint fails here, before any training
+        self.model, *self.optimizers = self.accelerator.prepare(objective, *optimizers)
         # the LR schedule's state goes into trainer_state.json, not accelerate's custom-object pickle (which
         # accelerate loads with weights_only=False, i.e. full unpickling)
         self.order = RowOrder(
@@ -267,10 +267,11 @@ class UniF2aceTrainer:
             grad_norm = self.accelerator.clip_grad_norm_(
                 [p for p in self.model.parameters() if p.requires_grad], self.config["max_grad_norm"]
             )
-        learning_rate = self.lr_scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.lr_scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        learning_rate = self.lr_schedulers[0].get_last_lr()[0]
+        for optimizer, lr_scheduler in zip(self.optimizers, self.lr_schedulers):
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
         self.step += 1
         totals = self.accelerator.reduce(totals.to(self.accelerator.device), reduction="sum").cpu()
         row = {"step": self.step, **{name: float(v) for name, v in zip(PART_NAMES, totals)}, "lr": learning_rate}
@@ -321,18 +322,32 @@ class UniF2aceTrainer:
         self.accelerator.save_state(str(temporary))
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            state = {"step": self.step, "lr_scheduler": self.lr_scheduler.state_dict(), "recipe": self.recipe}
+            schedules = [lr_scheduler.state_dict() for lr_scheduler in self.lr_schedulers]
+            state = {"step": self.step, "lr_schedulers": schedules, "recipe": self.recipe}
             (temporary / STATE_FILE).write_text(json.dumps(state, indent=2))
             commit_checkpoint(temporary, path)
         self.accelerator.wait_for_everyone()
         return path
 
+    def _saved_schedules(self, path: Path) -> list[dict[str, Any]]:
+        """The checkpoint's LR schedule states, one per optimizer of this run (or a clear error)."""
+        state = json.loads((path / STATE_FILE).read_text())
+        # checkpoints from before the optimizer choice hold one AdamW schedule under "lr_scheduler"
+        schedules = state.get("lr_schedulers") or ([state["lr_scheduler"]] if "lr_scheduler" in state else None)
+        if schedules is None:
+            raise ValueError(f"resume_from: {str(path)!r} has no LR schedule state in {STATE_FILE}; it is incomplete")
+        if len(schedules) != len(self.lr_schedulers):
+            raise ValueError(
+                f"resume_from: {str(path)!r} was saved with {len(schedules)} optimizer(s) and this run has "
+                f"{len(self.lr_schedulers)}; resume with the checkpoint's training.optimizer"
+            )
+        return schedules
+
     def load_checkpoint(self, path: Path) -> None:
         self.accelerator.load_state(str(path))
         state = json.loads((path / STATE_FILE).read_text())
-        if "lr_scheduler" not in state:
-            raise ValueError(f"resume_from: {str(path)!r} has no LR schedule state in {STATE_FILE}; it is incomplete")
-        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        for lr_scheduler, schedule in zip(self.lr_schedulers, self._saved_schedules(path)):
+            lr_scheduler.load_state_dict(schedule)
         self.step = int(state["step"])
 
     def _metrics_file(self):
