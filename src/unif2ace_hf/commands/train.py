@@ -65,7 +65,10 @@ def _overrides(args: argparse.Namespace) -> dict:
         overrides.setdefault("training", {})["max_steps"] = args.max_steps
     if args.init_from is not None:
         overrides["init_from"] = args.init_from
+        # the recipe's from-scratch settings do not apply to a checkpoint (an explicit --set still reaches the
+        # trainer, which refuses it with a message)
         overrides["model"] = None
+        overrides.setdefault("semantic_encoder", None)
     if args.no_progress:
         overrides.setdefault("training", {})["progress"] = False
     return overrides
