@@ -7,12 +7,15 @@ docs/decisions.md, issue 8).
 
 Every tensor of the shipped model must be present with the same shape (the strict loader would refuse anything
 else); the processor, tokenizer, scheduler and config files of the shipped folder are kept. With `--take-config`
-the run's `config.json` replaces the shipped one, and the tensors must be exactly those of a model built from it.
+the run's config, processor, tokenizer and scheduler files replace the shipped ones (a new image tokenizer moves the
+vocabulary layout they record), and the tensors must be exactly those of a model built from its config. The model
+card (README.md) stays: `unif2ace card` rebuilds it from the evaluation.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -21,17 +24,31 @@ import torch
 from safetensors.torch import load_file, save_file
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "unif2ace_hf" / "default_models" / "unif2ace-tiny"
+FOLDER_FILES = (
+    "config.json",
+    "generation_config.json",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "scheduler/scheduler_config.json",
+)
+"""What `--take-config` copies from the run folder besides the weights."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sources", nargs="+", help="a final/ folder, or safetensors shards")
     parser.add_argument(
-        "--take-config", action="store_true", help="ship the source folder's config.json too (one folder only)"
+        "--take-config",
+        action="store_true",
+        help="ship the source folder's config, processor, tokenizer and scheduler files too (one folder only)",
     )
     args = parser.parse_args(argv)
-    if args.take_config and (len(args.sources) != 1 or not (Path(args.sources[0]) / "config.json").is_file()):
-        print("error: --take-config: give one run folder that has a config.json", file=sys.stderr)
+    if args.take_config and (
+        len(args.sources) != 1 or not all((Path(args.sources[0]) / name).is_file() for name in FOLDER_FILES)
+    ):
+        print(f"error: --take-config: give one run folder that has {', '.join(FOLDER_FILES)}", file=sys.stderr)
         return 2
     files = []
     for source in map(Path, args.sources):
@@ -54,8 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     save_file(dict(sorted(stored.items())), str(TARGET / "model.safetensors"), metadata={"format": "pt"})
     print(f"wrote {TARGET / 'model.safetensors'} ({(TARGET / 'model.safetensors').stat().st_size / 1e6:.1f} MB)")
     if args.take_config:
-        shutil.copyfile(Path(args.sources[0]) / "config.json", TARGET / "config.json")
-        print(f"wrote {TARGET / 'config.json'}")
+        for name in FOLDER_FILES:
+            shutil.copyfile(Path(args.sources[0]) / name, TARGET / name)
+            print(f"wrote {TARGET / name}")
+        # how the training machine loaded the tokenizer (offline or not), meaningless in the shipped folder
+        tokenizer_config = json.loads((TARGET / "tokenizer_config.json").read_text())
+        tokenizer_config.pop("local_files_only", None)
+        (TARGET / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
     return 0
 
 
