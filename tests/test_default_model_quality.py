@@ -1,8 +1,9 @@
 """Issue 8's quality bars for the shipped default model, measured by `unif2ace eval` on fresh SynthFace splits.
 
-Slow (minutes on a CPU): `make test-all`. The shipped model does not reach the bars yet (docs/default_model.md has
-the measured numbers and what would close the gap), so the test is a strict expected failure: it turns into an
-error the day a model that meets them ships without this marker being removed.
+Slow (minutes on a CPU): `make test-all`. The shipped model meets the caption and generation bars, asserted as such,
+but not the VQA ones on either split (docs/default_model.md has the measured numbers and what would close the gap):
+that test is a strict expected failure, which turns into an error the day a model that meets them ships without the
+marker being removed.
 """
 
 import json
@@ -12,10 +13,11 @@ import pytest
 import unif2ace_hf
 from unif2ace_hf.cli import main as cli_main
 
-BARS = {
-    "test": {"vqa_exact_match": 0.90, "caption_attribute_precision": 0.85, "judge_attribute_accuracy": 0.75},
-    "novel": {"vqa_exact_match": 0.80, "judge_attribute_accuracy": 0.60},
+MET_BARS = {
+    "test": {"caption_attribute_precision": 0.85, "judge_attribute_accuracy": 0.75},
+    "novel": {"judge_attribute_accuracy": 0.60},
 }
+VQA_BARS = {"test": 0.90, "novel": 0.80}
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +29,33 @@ def fresh_synthface(tmp_path_factory):
     return folder
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(unif2ace_hf.DEFAULT_MODEL is None, reason="no default model in this checkout")
-@pytest.mark.xfail(strict=True, reason="the shipped default model is below issue 8's bars (docs/default_model.md)")
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory, fresh_synthface):
+    """`unif2ace eval --model default` on each split, once for both tests."""
+    results = {}
+    for split in ("test", "novel"):
+        output = tmp_path_factory.mktemp("eval") / f"{split}.json"
+        argv = ["eval", "--model", "default", "--data", str(fresh_synthface), "--split", split, "--output", str(output)]
+        assert cli_main([*argv, "--num-examples", "64"]) == 0
+        result = json.loads(output.read_text())
+        results[split] = {**result["understanding"], **result["generation"]}
+    return results
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(unif2ace_hf.DEFAULT_MODEL is None, reason="no default model in this checkout"),
+]
+
+
 @pytest.mark.parametrize("split", ["test", "novel"])
-def test_default_model_meets_the_quality_bars(tmp_path, fresh_synthface, split):
-    output = tmp_path / f"{split}.json"
-    argv = ["eval", "--model", "default", "--data", str(fresh_synthface), "--split", split, "--output", str(output)]
-    assert cli_main([*argv, "--num-examples", "64"]) == 0
-    results = json.loads(output.read_text())
-    measured = {**results["understanding"], **results["generation"]}
-    for metric, bar in BARS[split].items():
-        assert measured[metric] >= bar, f"{split}: {metric} = {measured[metric]:.3f} < {bar}"
+def test_default_model_meets_the_caption_and_generation_bars(measured, split):
+    for metric, bar in MET_BARS[split].items():
+        assert measured[split][metric] >= bar, f"{split}: {metric} = {measured[split][metric]:.3f} < {bar}"
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped default model is below issue 8's VQA bars (docs/default_model.md)")
+@pytest.mark.parametrize("split", ["test", "novel"])
+def test_default_model_meets_the_vqa_bars(measured, split):
+    value = measured[split]["vqa_exact_match"]
+    assert value >= VQA_BARS[split], f"{split}: vqa_exact_match = {value:.3f} < {VQA_BARS[split]}"

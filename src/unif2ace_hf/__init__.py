@@ -35,8 +35,9 @@ from .tokenization_unif2ace import train_byte_level_bpe
 __version__ = "0.1.0"
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "default_models" / "unif2ace-tiny")
-"""The embedded default model (`unif2ace train --recipe tiny-synthface`, 1 200 steps on SynthFace on this 2-core CPU):
-one folder for `AutoModel`, `pipeline("face-understanding")` and `UniF2acePipeline`, offline."""
+"""The embedded default model (`unif2ace train --recipe tiny-synthface` from scratch on SynthFace, 92 minutes of a
+2-core CPU; `scripts/train_default_model_cpu.sh`, docs/default_model.md): one folder for `AutoModel`,
+`pipeline("face-understanding")` and `UniF2acePipeline`, offline."""
 
 DEFAULT_TEXT_TOKENIZER = str(Path(__file__).resolve().parent / "default_models" / "unif2ace-text-tokenizer")
 """The default model's byte-level BPE (Show-o's special tokens appended), trained on SynthFace captions and QA with
@@ -45,8 +46,7 @@ DEFAULT_TEXT_TOKENIZER = str(Path(__file__).resolve().parent / "default_models" 
 DEFAULT_VQ_MODEL = str(Path(__file__).resolve().parent / "default_models" / "unif2ace-vq-tiny")
 """The image tokenizer trained here on SynthFace in 45 minutes of a 2-core CPU (64×64 images, 16×16 codes of 12 bits,
 4096 codes; `scripts/train_default_tokenizer_cpu.sh`), shipped in the package:
-`UniF2aceVQModel.from_pretrained(DEFAULT_VQ_MODEL)`. The default model carries its own copy of the tokenizer it was
-trained with (an earlier one, 1024 codes)."""
+`UniF2aceVQModel.from_pretrained(DEFAULT_VQ_MODEL)`. The default model was trained on its codes and carries a copy."""
 
 
 def _register_auto_classes() -> None:
