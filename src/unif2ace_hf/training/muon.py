@@ -1,4 +1,4 @@
-"""Muon for a convolutional network's hidden weights (the rest stays with AdamW).
+"""Muon for a network's hidden weights: convolution kernels, matrices and stacks of experts (the rest stays with AdamW).
 
 Muon (Jordan et al., 2024; "Muon is Scalable for LLM Training", Liu et al., 2025) replaces each weight matrix's
 momentum by the nearest semi-orthogonal matrix (five Newton–Schulz iterations), so every direction of the update
@@ -7,8 +7,9 @@ parameters only; a convolution's `(out, in, k, k)` kernel is the `(out, in·k·k
 by, so here it is orthogonalised in that shape. The update is scaled by `0.2 · sqrt(max(out, in·k·k))`, Moonshot's
 rule, which gives it the RMS of an AdamW update: the two halves share one learning rate and one schedule.
 
-Which weights are "hidden" is the caller's choice (`hidden_weight_names`): the first and last layers, 1×1 code
-projections, biases and norm scales stay with AdamW, as in the papers.
+Which weights are "hidden" is the caller's choice: the tokenizer trainer uses `hidden_weight_names`, the model's
+trainer `training/optimizers.py` (which also hands over the MoE's fused `(E, in, out)` expert stacks as `stacked`
+groups). The first and last layers, biases and norm scales stay with AdamW, as in the papers.
 """
 
 from __future__ import annotations
