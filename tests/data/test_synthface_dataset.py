@@ -101,3 +101,23 @@ def test_contact_sheet_shows_rows_with_captions():
     sheet = make_grid(num=3, size=32, columns=2)
     assert sheet.size == (2 * 300, 2 * (32 + 12 + 15 * 14))
     assert len(sheet.getcolors(1 << 20)) > 50  # faces and text, not a blank page
+
+
+def test_cli_balanced_yes_no_changes_only_the_questions(cli_output, tmp_path):
+    out = tmp_path / "balanced"
+    args = ["data", "synthface", "--num-images", "30", "--size", "48", "--seed", "3", "--output-dir", str(out)]
+    assert main(args + ["--balanced-yes-no", "--rows-per-shard", "10"]) == 0
+    natural = datasets.load_dataset(str(cli_output), cache_dir=CACHE["dir"])["train"]
+    balanced = datasets.load_dataset(str(out), cache_dir=CACHE["dir"])["train"]
+    for column in ("id", "caption", "attributes"):
+        assert natural[column] == balanced[column]
+    assert (
+        natural.cast_column("image", datasets.Image(decode=False))["image"]
+        == balanced.cast_column("image", datasets.Image(decode=False))["image"]
+    )
+    assert natural["qa"] != balanced["qa"]
+    answers = [pair["answer"] for qa in balanced["qa"] for pair in qa if pair["answer"] in ("yes", "no")]
+    assert 0.4 < answers.count("yes") / len(answers) < 0.6
+    card = (out / "README.md").read_text()
+    assert "--balanced-yes-no" in card and "Yes/no mix of this copy: balanced" in card
+    assert "Yes/no mix of this copy: natural" in (cli_output / "README.md").read_text()

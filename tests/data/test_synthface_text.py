@@ -90,10 +90,11 @@ def _expected_yes(pair, a):
     raise AssertionError(f"unknown reasoning question {q!r}")
 
 
-def test_every_answer_follows_from_attributes():
+@pytest.mark.parametrize("balanced_yes_no", [False, True])
+def test_every_answer_follows_from_attributes(balanced_yes_no):
     kinds, total = set(), 0
     for attributes, rng in _samples(7) + _samples(8, novel=True):
-        pairs = make_qa(attributes, rng)
+        pairs = make_qa(attributes, rng, balanced_yes_no=balanced_yes_no)
         total += len(pairs)
         hidden = hidden_categories(attributes)
         for pair in pairs:
@@ -122,3 +123,45 @@ def test_hidden_categories_are_not_asked(category):
     for seed in range(50):
         assert all(category not in p.category.split(",") for p in make_qa(attributes, random.Random(seed)))
         assert category not in make_caption(attributes, random.Random(seed))[1]
+
+
+def _yes_no_answers(pairs):
+    return [p.answer for p in pairs if p.kind in ("presence", "value")]
+
+
+def test_natural_yes_no_mix_leans_to_no_and_balanced_mix_is_half_yes():
+    natural, balanced = [], []
+    for attributes, rng in _samples(11):
+        state = rng.getstate()
+        natural += _yes_no_answers(make_qa(attributes, rng))
+        rng.setstate(state)
+        answers = _yes_no_answers(make_qa(attributes, rng, balanced_yes_no=True))
+        assert len(answers) == 3 and answers.count("yes") in (1, 2)  # per face, not only on average
+        balanced += answers
+    assert natural.count("yes") / len(natural) < 0.45
+    assert 0.45 < balanced.count("yes") / len(balanced) < 0.55
+
+
+def test_balanced_mix_changes_only_the_yes_no_questions():
+    for attributes, rng in _samples(12)[:100]:
+        state = rng.getstate()
+        natural = make_qa(attributes, rng)
+        rng.setstate(state)
+        balanced = make_qa(attributes, rng, balanced_yes_no=True)
+        assert [p for p in natural if p.kind == "open"] == [p for p in balanced if p.kind == "open"]
+        assert len(balanced) == len(natural)
+
+
+def test_natural_mix_is_pinned():
+    """Evaluation draws its questions with the natural mix; the shipped numbers depend on this exact stream."""
+    pairs = make_qa(sample_attributes(random.Random(6)), random.Random(6))
+    assert [(p.kind, p.category, p.answer) for p in pairs] == [
+        ("open", "necklace", "a pendant necklace"),
+        ("open", "emotion", "neutral"),
+        ("open", "hair_length", "long"),
+        ("value", "face_shape", "yes"),
+        ("presence", "necklace", "yes"),
+        ("value", "skin_tone", "yes"),
+        ("reasoning", "face_mask", "Yes, a surgical mask covers it."),
+        ("reasoning", "age", "No, they look like a young adult."),
+    ]

@@ -20,6 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synthface.add_argument("--seed", type=int, default=0, help="same seed -> identical data")
     synthface.add_argument("--output-dir", required=True, help="new or empty folder")
     synthface.add_argument("--rows-per-shard", type=int, default=1000)
+    synthface.add_argument(
+        "--balanced-yes-no",
+        action="store_true",
+        help="training data: half of each face's yes/no questions are answered yes (default: the natural mix, "
+        "which leans to no and is what evaluation uses)",
+    )
     synthface.set_defaults(func=run_synthface)
 
     convert = commands.add_parser(
@@ -51,7 +57,12 @@ def run_synthface(args: argparse.Namespace) -> int:
     try:
         sizes = split_sizes(args.num_images)
         write_synthface(
-            args.output_dir, args.num_images, size=args.size, seed=args.seed, rows_per_shard=args.rows_per_shard
+            args.output_dir,
+            args.num_images,
+            size=args.size,
+            seed=args.seed,
+            rows_per_shard=args.rows_per_shard,
+            balanced_yes_no=args.balanced_yes_no,
         )
     except (ValueError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -35,13 +35,18 @@ def row_rng(seed: int, split: str, index: int) -> random.Random:
     return random.Random(f"synthface/{seed}/{split}/{index}")
 
 
-def make_row(seed: int, split: str, index: int, size: int) -> dict[str, Any]:
-    """One dataset row: id, PNG image, caption, question-answer pairs and the exact attributes."""
+def make_row(seed: int, split: str, index: int, size: int, balanced_yes_no: bool = False) -> dict[str, Any]:
+    """One dataset row: id, PNG image, caption, question-answer pairs and the exact attributes.
+
+    The questions are drawn last, so `balanced_yes_no` changes only the `qa` column, never the image or caption.
+    """
     rng = row_rng(seed, split, index)
     attributes = _sample(rng, novel=split == "novel")
     image = render(attributes, size=size, seed=rng.getrandbits(31))
     caption, _ = make_caption(attributes, rng)
-    qa = [{"question": p.question, "answer": p.answer} for p in make_qa(attributes, rng)]
+    qa = [
+        {"question": p.question, "answer": p.answer} for p in make_qa(attributes, rng, balanced_yes_no=balanced_yes_no)
+    ]
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     row_id = f"synthface-{split}-{index:07d}"
@@ -61,21 +66,23 @@ def _check(size: int, seed: int) -> None:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
 
 
-def generate_rows(split: str, num_rows: int, size: int = 64, seed: int = 0) -> Iterator[dict[str, Any]]:
+def generate_rows(
+    split: str, num_rows: int, size: int = 64, seed: int = 0, balanced_yes_no: bool = False
+) -> Iterator[dict[str, Any]]:
     """Yield `num_rows` rows of `split`."""
     if split not in ("train", "validation", "test", "novel"):
         raise ValueError(f"`split` must be train, validation, test or novel, got {split!r}.")
     for index in range(num_rows):
-        yield make_row(seed, split, index, size)
+        yield make_row(seed, split, index, size, balanced_yes_no)
 
 
-def build_synthface(num_images: int, size: int = 64, seed: int = 0) -> DatasetDict:
+def build_synthface(num_images: int, size: int = 64, seed: int = 0, balanced_yes_no: bool = False) -> DatasetDict:
     """Build SynthFace in memory (datasets 5 has no loading scripts; this is the in-process entry point)."""
     _check(size, seed)
     features = face_features()
     return DatasetDict(
         {
-            split: Dataset.from_list(list(generate_rows(split, n, size, seed)), features=features)
+            split: Dataset.from_list(list(generate_rows(split, n, size, seed, balanced_yes_no)), features=features)
             for split, n in split_sizes(num_images).items()
         }
     )
@@ -94,12 +101,20 @@ def novel_pairs_table() -> str:
 
 
 def write_synthface(
-    output_dir: str | Path, num_images: int, size: int = 64, seed: int = 0, rows_per_shard: int = 1000
+    output_dir: str | Path,
+    num_images: int,
+    size: int = 64,
+    seed: int = 0,
+    rows_per_shard: int = 1000,
+    balanced_yes_no: bool = False,
 ) -> Path:
     """Write SynthFace to `output_dir` as parquet shards and a dataset card; `load_dataset(output_dir)` reads it."""
     _check(size, seed)
     sizes = split_sizes(num_images)
-    splits = {split: (n, lambda split=split, n=n: generate_rows(split, n, size, seed)) for split, n in sizes.items()}
+    splits = {
+        split: (n, lambda split=split, n=n: generate_rows(split, n, size, seed, balanced_yes_no))
+        for split, n in sizes.items()
+    }
     return write_dataset(
         output_dir,
         splits,
@@ -121,7 +136,10 @@ def write_synthface(
             "num_values": num_values(),
             "taxonomy_table": taxonomy_table(),
             "novel_pairs": novel_pairs_table(),
-            "command": f"unif2ace data synthface --num-images {num_images} --size {size} --seed {seed} --output-dir DIR",
+            "command": f"unif2ace data synthface --num-images {num_images} --size {size} --seed {seed}"
+            + (" --balanced-yes-no" if balanced_yes_no else "")
+            + " --output-dir DIR",
+            "yes_no_mix": "balanced (half of the yes/no answers are yes)" if balanced_yes_no else "natural",
         },
         rows_per_shard=rows_per_shard,
     )

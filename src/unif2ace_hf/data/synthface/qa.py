@@ -85,6 +85,33 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def _value_question(category: str, template: str, asked: str, a: Mapping[str, str]) -> QAPair:
+    words = phrase(category, asked)
+    return QAPair(template.format(value=words), _yes(asked == a[category]), category, "value", asked)
+
+
+def _balanced_yes_no(a: Mapping[str, str], hidden: frozenset[str], rng: random.Random, count: int) -> list[QAPair]:
+    """`count` yes/no questions, half answered "yes" and half "no" (a coin decides the odd one)."""
+    pools: dict[str, list[QAPair]] = {"yes": [], "no": []}
+    for category, question in PRESENCE_QUESTIONS.items():
+        if category not in hidden:
+            pair = QAPair(question, _yes(a[category] not in ("none", "no")), category, "presence")
+            pools[pair.answer].append(pair)
+    for category, template in VALUE_QUESTIONS.items():
+        if category in hidden:
+            continue
+        pools["yes"].append(_value_question(category, template, a[category], a))
+        false_values = [v for v in TAXONOMY[category] if v != a[category]]
+        pools["no"].append(_value_question(category, template, rng.choice(false_values), a))
+    num_yes = count // 2 + (count % 2 and rng.random() < 0.5)
+    num_yes = min(num_yes, len(pools["yes"]))
+    num_no = min(count - num_yes, len(pools["no"]))
+    num_yes = min(count - num_no, len(pools["yes"]))
+    drawn = rng.sample(pools["yes"], num_yes) + rng.sample(pools["no"], num_no)
+    rng.shuffle(drawn)
+    return drawn
+
+
 # Reasoning questions: (question, categories needed visible, rule -> (is_yes, explanation)).
 def _surprised(a):
     if a["emotion"] == "surprised":
@@ -162,9 +189,20 @@ REASONING_QUESTIONS: tuple[tuple[str, tuple[str, ...], Callable[[Mapping[str, st
 
 
 def make_qa(
-    attributes: Mapping[str, str], rng: random.Random, num_open: int = 3, num_yes_no: int = 3, num_reasoning: int = 2
+    attributes: Mapping[str, str],
+    rng: random.Random,
+    num_open: int = 3,
+    num_yes_no: int = 3,
+    num_reasoning: int = 2,
+    balanced_yes_no: bool = False,
 ) -> list[QAPair]:
-    """Draw question-answer pairs about the visible attributes (8 by default)."""
+    """Draw question-answer pairs about the visible attributes (8 by default).
+
+    The natural yes/no mix leans to "no" (most presence categories are absent on most faces), and a model trained on
+    it learns to fall back on "no". `balanced_yes_no` draws half of the yes/no questions from those answered "yes"
+    and half from those answered "no" (every value question is offered both ways: the true value and a false one),
+    so what is learned is the comparison itself. It is a training-data option; evaluation keeps the natural mix.
+    """
     a, hidden = attributes, hidden_categories(attributes)
     pairs: list[QAPair] = []
 
@@ -175,17 +213,19 @@ def make_qa(
         question = rng.choice(OPEN_QUESTIONS[category])
         pairs.append(QAPair(question, phrase(category, a[category]), category, "open"))
 
-    yes_no = []
-    for category, question in PRESENCE_QUESTIONS.items():
-        if category not in hidden:
-            yes_no.append(QAPair(question, _yes(a[category] not in ("none", "no")), category, "presence"))
-    for category, template in VALUE_QUESTIONS.items():
-        if category in hidden:
-            continue
-        asked = a[category] if rng.random() < 0.5 else rng.choice(TAXONOMY[category])
-        words = phrase(category, asked)
-        yes_no.append(QAPair(template.format(value=words), _yes(asked == a[category]), category, "value", asked))
-    pairs.extend(rng.sample(yes_no, min(num_yes_no, len(yes_no))))
+    if balanced_yes_no:
+        pairs.extend(_balanced_yes_no(a, hidden, rng, num_yes_no))
+    else:
+        yes_no = []
+        for category, question in PRESENCE_QUESTIONS.items():
+            if category not in hidden:
+                yes_no.append(QAPair(question, _yes(a[category] not in ("none", "no")), category, "presence"))
+        for category, template in VALUE_QUESTIONS.items():
+            if category in hidden:
+                continue
+            asked = a[category] if rng.random() < 0.5 else rng.choice(TAXONOMY[category])
+            yes_no.append(_value_question(category, template, asked, a))
+        pairs.extend(rng.sample(yes_no, min(num_yes_no, len(yes_no))))
 
     reasoning = [r for r in REASONING_QUESTIONS if not set(r[1]) & hidden]
     for question, needed, rule in rng.sample(reasoning, min(num_reasoning, len(reasoning))):
