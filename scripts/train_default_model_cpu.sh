@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Train the default model (unif2ace_hf.DEFAULT_MODEL) from scratch on a 2-core CPU inside issue 8's 100 minutes:
 # the `tiny-synthface` recipe (two-level MoE, D3Diff, the shipped tokenizers and semantic encoder, Muon for the
-# hidden matrices) on 32 000 SynthFace faces, then evaluate it on fresh faces of another seed.
+# hidden matrices) on 32 000 SynthFace faces, then evaluate it on fresh faces of another seed. The training faces
+# carry the balanced yes/no mix (`--balanced-yes-no`), and each understanding row packs QUESTIONS questions about its
+# image (`data.questions_per_image`); evaluation keeps SynthFace's natural question mix.
 # Leaves under $OUT: checkpoint-*/, metrics.jsonl (one row per step), final/ (the model folder), time.txt and, with
 # EVAL=1, eval_test.json / eval_novel.json (+ .md tables).
 #
@@ -12,24 +14,26 @@
 # faces), so run it on an otherwise idle machine; anything sharing the cores costs steps.
 set -euo pipefail
 OUT=${OUT:-runs/default-cpu}
-TRAIN_DATA=${TRAIN_DATA:-runs/synthface-seed102}   # 40 000 faces, 32 000 in the train split
+TRAIN_DATA=${TRAIN_DATA:-runs/synthface-seed102-balanced}   # 40 000 faces, 32 000 in the train split
 EVAL_DATA=${EVAL_DATA:-runs/synthface-seed101}     # the held-out faces of docs/default_model.md's tables
 MINUTES=${MINUTES:-92}
 LR=${LR:-5e-4}
 OPTIMIZER=${OPTIMIZER:-muon}
+QUESTIONS=${QUESTIONS:-4}
 EVAL=${EVAL:-1}
 EVAL_EXAMPLES=${EVAL_EXAMPLES:-64}
 UNIF2ACE=${UNIF2ACE:-unif2ace}
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
-[ -d "$TRAIN_DATA" ] || "$UNIF2ACE" data synthface --num-images 40000 --size 64 --seed 102 --output-dir "$TRAIN_DATA"
+[ -d "$TRAIN_DATA" ] || "$UNIF2ACE" data synthface --num-images 40000 --size 64 --seed 102 --balanced-yes-no \
+  --output-dir "$TRAIN_DATA"
 mkdir -p "$OUT"
 started=$(date +%s)
 # fp32: on a CPU the recipe's bf16 autocast runs this model no faster (docs/decisions.md, issue 8)
 "$UNIF2ACE" train --recipe tiny-synthface --data "$TRAIN_DATA" --output-dir "$OUT" --no-progress \
   --set training.mixed_precision=no --set training.max_minutes="$MINUTES" --set training.optimizer="$OPTIMIZER" \
   --set training.learning_rate="$LR" --set training.eval_steps=1000 --set training.eval_rows=128 \
-  --set training.save_steps=250
+  --set training.save_steps=250 --set data.questions_per_image="$QUESTIONS"
 echo "launch to final model: $(( $(date +%s) - started )) s" | tee "$OUT/time.txt"
 
 if [ "$EVAL" = 1 ]; then

@@ -1,9 +1,9 @@
 """Issue 8's quality bars for the shipped default model, measured by `unif2ace eval` on fresh SynthFace splits.
 
-Slow (minutes on a CPU): `make test-all`. The shipped model meets the caption and generation bars, asserted as such,
-but not the VQA ones on either split (docs/default_model.md has the measured numbers and what would close the gap):
-that test is a strict expected failure, which turns into an error the day a model that meets them ships without the
-marker being removed.
+Slow (minutes on a CPU): `make test-all`. The shipped model meets four of the five bars, asserted as such, but not
+VQA on the test split (docs/default_model.md has the measured numbers and what would close the gap): that test is a
+strict expected failure, which turns into an error the day a model that meets it ships without the marker being
+removed.
 """
 
 import json
@@ -15,9 +15,9 @@ from unif2ace_hf.cli import main as cli_main
 
 MET_BARS = {
     "test": {"caption_attribute_precision": 0.85, "judge_attribute_accuracy": 0.75},
-    "novel": {"judge_attribute_accuracy": 0.60},
+    "novel": {"vqa_exact_match": 0.80, "judge_attribute_accuracy": 0.60},
 }
-VQA_BARS = {"test": 0.90, "novel": 0.80}
+MISSED_BARS = {"test": {"vqa_exact_match": 0.90}}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,7 @@ def measured(tmp_path_factory, fresh_synthface):
         assert cli_main([*argv, "--num-examples", "64"]) == 0
         result = json.loads(output.read_text())
         results[split] = {**result["understanding"], **result["generation"]}
+        print(split, {k: round(v, 3) for k, v in results[split].items() if isinstance(v, float)})  # shown with -s
     return results
 
 
@@ -49,13 +50,14 @@ pytestmark = [
 
 
 @pytest.mark.parametrize("split", ["test", "novel"])
-def test_default_model_meets_the_caption_and_generation_bars(measured, split):
+def test_default_model_meets_the_bars_it_ships_for(measured, split):
     for metric, bar in MET_BARS[split].items():
         assert measured[split][metric] >= bar, f"{split}: {metric} = {measured[split][metric]:.3f} < {bar}"
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped default model is below issue 8's VQA bars (docs/default_model.md)")
-@pytest.mark.parametrize("split", ["test", "novel"])
-def test_default_model_meets_the_vqa_bars(measured, split):
-    value = measured[split]["vqa_exact_match"]
-    assert value >= VQA_BARS[split], f"{split}: vqa_exact_match = {value:.3f} < {VQA_BARS[split]}"
+@pytest.mark.xfail(
+    strict=True, reason="the shipped default model is below issue 8's VQA bar on test (docs/default_model.md)"
+)
+def test_default_model_meets_the_vqa_bar_on_test(measured):
+    for metric, bar in MISSED_BARS["test"].items():
+        assert measured["test"][metric] >= bar, f"test: {metric} = {measured['test'][metric]:.3f} < {bar}"
