@@ -201,7 +201,7 @@ def make_qa(
     The natural yes/no mix leans to "no" (most presence categories are absent on most faces), and a model trained on
     it learns to fall back on "no". `balanced_yes_no` draws half of the yes/no questions from those answered "yes"
     and half from those answered "no" (every value question is offered both ways: the true value and a false one),
-    so what is learned is the comparison itself. It is a training-data option; evaluation keeps the natural mix.
+    so the frequent answer is no longer a safe guess. It is a training-data option; evaluation keeps the natural mix.
     """
     a, hidden = attributes, hidden_categories(attributes)
     pairs: list[QAPair] = []
