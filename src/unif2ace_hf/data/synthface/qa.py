@@ -90,23 +90,28 @@ def _value_question(category: str, template: str, asked: str, a: Mapping[str, st
     return QAPair(template.format(value=words), _yes(asked == a[category]), category, "value", asked)
 
 
+def _presence_questions(a: Mapping[str, str], hidden: frozenset[str]) -> list[QAPair]:
+    return [
+        QAPair(question, _yes(a[category] not in ("none", "no")), category, "presence")
+        for category, question in PRESENCE_QUESTIONS.items()
+        if category not in hidden
+    ]
+
+
 def _balanced_yes_no(a: Mapping[str, str], hidden: frozenset[str], rng: random.Random, count: int) -> list[QAPair]:
     """`count` yes/no questions, half answered "yes" and half "no" (a coin decides the odd one)."""
     pools: dict[str, list[QAPair]] = {"yes": [], "no": []}
-    for category, question in PRESENCE_QUESTIONS.items():
-        if category not in hidden:
-            pair = QAPair(question, _yes(a[category] not in ("none", "no")), category, "presence")
-            pools[pair.answer].append(pair)
+    for pair in _presence_questions(a, hidden):
+        pools[pair.answer].append(pair)
     for category, template in VALUE_QUESTIONS.items():
         if category in hidden:
             continue
         pools["yes"].append(_value_question(category, template, a[category], a))
         false_values = [v for v in TAXONOMY[category] if v != a[category]]
         pools["no"].append(_value_question(category, template, rng.choice(false_values), a))
-    num_yes = count // 2 + (count % 2 and rng.random() < 0.5)
-    num_yes = min(num_yes, len(pools["yes"]))
+    num_yes = min(count // 2 + (count % 2 and rng.random() < 0.5), len(pools["yes"]))
     num_no = min(count - num_yes, len(pools["no"]))
-    num_yes = min(count - num_no, len(pools["yes"]))
+    num_yes = min(count - num_no, len(pools["yes"]))  # a short "no" pool leaves its share to "yes"
     drawn = rng.sample(pools["yes"], num_yes) + rng.sample(pools["no"], num_no)
     rng.shuffle(drawn)
     return drawn
@@ -216,10 +221,7 @@ def make_qa(
     if balanced_yes_no:
         pairs.extend(_balanced_yes_no(a, hidden, rng, num_yes_no))
     else:
-        yes_no = []
-        for category, question in PRESENCE_QUESTIONS.items():
-            if category not in hidden:
-                yes_no.append(QAPair(question, _yes(a[category] not in ("none", "no")), category, "presence"))
+        yes_no = _presence_questions(a, hidden)
         for category, template in VALUE_QUESTIONS.items():
             if category in hidden:
                 continue
