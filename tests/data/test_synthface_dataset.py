@@ -121,3 +121,17 @@ def test_cli_balanced_yes_no_changes_only_the_questions(cli_output, tmp_path):
     card = (out / "README.md").read_text()
     assert "--balanced-yes-no" in card and "Yes/no mix of this copy: balanced" in card
     assert "Yes/no mix of this copy: natural" in (cli_output / "README.md").read_text()
+
+
+def test_cli_yes_no_questions_sets_the_count_and_names_bad_values(cli_output, tmp_path, capsys):
+    out = tmp_path / "more"
+    args = ["data", "synthface", "--num-images", "30", "--size", "48", "--seed", "3", "--output-dir", str(out)]
+    assert main(args + ["--balanced-yes-no", "--yes-no-questions", "6"]) == 0
+    natural = datasets.load_dataset(str(cli_output), cache_dir=CACHE["dir"])["train"]
+    more = datasets.load_dataset(str(out), cache_dir=CACHE["dir"])["train"]
+    assert natural["caption"] == more["caption"]
+    for qa in more["qa"]:
+        assert sum(pair["answer"] in ("yes", "no") for pair in qa) == 6
+    assert "--yes-no-questions 6" in (out / "README.md").read_text()
+    assert main(args[:-1] + [str(tmp_path / "bad"), "--yes-no-questions", "-1"]) == 2
+    assert "yes_no_questions" in capsys.readouterr().err

@@ -152,6 +152,17 @@ def test_balanced_mix_changes_only_the_yes_no_questions():
         assert len(balanced) == len(natural)
 
 
+@pytest.mark.parametrize("balanced_yes_no", [False, True])
+def test_more_yes_no_questions_per_face(balanced_yes_no):
+    for attributes, rng in _samples(13)[:100]:
+        pairs = make_qa(attributes, rng, num_yes_no=8, balanced_yes_no=balanced_yes_no)
+        yes_no = [p for p in pairs if p.kind in ("presence", "value")]
+        assert len(yes_no) == 8
+        assert len({p.question for p in yes_no}) == 8  # distinct questions, not one asked twice
+        if balanced_yes_no:
+            assert [p.answer for p in yes_no].count("yes") == 4
+
+
 def test_natural_mix_is_pinned():
     """Evaluation draws its questions with the natural mix; the shipped numbers depend on this exact stream."""
     pairs = make_qa(sample_attributes(random.Random(6)), random.Random(6))

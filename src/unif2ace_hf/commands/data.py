@@ -26,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="training data: half of each face's yes/no questions are answered yes (default: the natural mix, "
         "which leans to no and is what evaluation uses)",
     )
+    synthface.add_argument(
+        "--yes-no-questions",
+        type=int,
+        default=3,
+        help="yes/no questions per face (default 3, next to 3 open and 2 reasoning questions; evaluation uses 3)",
+    )
     synthface.set_defaults(func=run_synthface)
 
     convert = commands.add_parser(
@@ -63,6 +69,7 @@ def run_synthface(args: argparse.Namespace) -> int:
             seed=args.seed,
             rows_per_shard=args.rows_per_shard,
             balanced_yes_no=args.balanced_yes_no,
+            yes_no_questions=args.yes_no_questions,
         )
     except (ValueError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -35,17 +35,21 @@ def row_rng(seed: int, split: str, index: int) -> random.Random:
     return random.Random(f"synthface/{seed}/{split}/{index}")
 
 
-def make_row(seed: int, split: str, index: int, size: int, balanced_yes_no: bool = False) -> dict[str, Any]:
+def make_row(
+    seed: int, split: str, index: int, size: int, balanced_yes_no: bool = False, yes_no_questions: int = 3
+) -> dict[str, Any]:
     """One dataset row: id, PNG image, caption, question-answer pairs and the exact attributes.
 
-    The questions are drawn last, so `balanced_yes_no` changes only the `qa` column, never the image or caption.
+    The questions are drawn last, so the question mix (`balanced_yes_no`, `yes_no_questions`) changes only the `qa`
+    column, never the image or caption.
     """
     rng = row_rng(seed, split, index)
     attributes = _sample(rng, novel=split == "novel")
     image = render(attributes, size=size, seed=rng.getrandbits(31))
     caption, _ = make_caption(attributes, rng)
     qa = [
-        {"question": p.question, "answer": p.answer} for p in make_qa(attributes, rng, balanced_yes_no=balanced_yes_no)
+        {"question": p.question, "answer": p.answer}
+        for p in make_qa(attributes, rng, num_yes_no=yes_no_questions, balanced_yes_no=balanced_yes_no)
     ]
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -59,30 +63,41 @@ def make_row(seed: int, split: str, index: int, size: int, balanced_yes_no: bool
     }
 
 
-def _check(size: int, seed: int) -> None:
+def _check(size: int, seed: int, yes_no_questions: int = 3) -> None:
     if not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= 1024:
         raise ValueError(f"`size` must be an integer between 16 and 1024, got {size!r}.")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
+    if not isinstance(yes_no_questions, int) or isinstance(yes_no_questions, bool) or yes_no_questions < 0:
+        raise ValueError(f"`yes_no_questions` must be a non-negative integer, got {yes_no_questions!r}.")
 
 
 def generate_rows(
-    split: str, num_rows: int, size: int = 64, seed: int = 0, balanced_yes_no: bool = False
+    split: str,
+    num_rows: int,
+    size: int = 64,
+    seed: int = 0,
+    balanced_yes_no: bool = False,
+    yes_no_questions: int = 3,
 ) -> Iterator[dict[str, Any]]:
     """Yield `num_rows` rows of `split`."""
     if split not in ("train", "validation", "test", "novel"):
         raise ValueError(f"`split` must be train, validation, test or novel, got {split!r}.")
     for index in range(num_rows):
-        yield make_row(seed, split, index, size, balanced_yes_no)
+        yield make_row(seed, split, index, size, balanced_yes_no, yes_no_questions)
 
 
-def build_synthface(num_images: int, size: int = 64, seed: int = 0, balanced_yes_no: bool = False) -> DatasetDict:
+def build_synthface(
+    num_images: int, size: int = 64, seed: int = 0, balanced_yes_no: bool = False, yes_no_questions: int = 3
+) -> DatasetDict:
     """Build SynthFace in memory (datasets 5 has no loading scripts; this is the in-process entry point)."""
-    _check(size, seed)
+    _check(size, seed, yes_no_questions)
     features = face_features()
     return DatasetDict(
         {
-            split: Dataset.from_list(list(generate_rows(split, n, size, seed, balanced_yes_no)), features=features)
+            split: Dataset.from_list(
+                list(generate_rows(split, n, size, seed, balanced_yes_no, yes_no_questions)), features=features
+            )
             for split, n in split_sizes(num_images).items()
         }
     )
@@ -107,12 +122,13 @@ def write_synthface(
     seed: int = 0,
     rows_per_shard: int = 1000,
     balanced_yes_no: bool = False,
+    yes_no_questions: int = 3,
 ) -> Path:
     """Write SynthFace to `output_dir` as parquet shards and a dataset card; `load_dataset(output_dir)` reads it."""
-    _check(size, seed)
+    _check(size, seed, yes_no_questions)
     sizes = split_sizes(num_images)
     splits = {
-        split: (n, lambda split=split, n=n: generate_rows(split, n, size, seed, balanced_yes_no))
+        split: (n, lambda split=split, n=n: generate_rows(split, n, size, seed, balanced_yes_no, yes_no_questions))
         for split, n in sizes.items()
     }
     return write_dataset(
@@ -138,8 +154,10 @@ def write_synthface(
             "novel_pairs": novel_pairs_table(),
             "command": f"unif2ace data synthface --num-images {num_images} --size {size} --seed {seed}"
             + (" --balanced-yes-no" if balanced_yes_no else "")
+            + (f" --yes-no-questions {yes_no_questions}" if yes_no_questions != 3 else "")
             + " --output-dir DIR",
             "yes_no_mix": "balanced (half of the yes/no answers are yes)" if balanced_yes_no else "natural",
+            "yes_no_questions": yes_no_questions,
         },
         rows_per_shard=rows_per_shard,
     )
