@@ -5,7 +5,9 @@
 # metrics.jsonl (one row per step), train.log, data.log.
 #
 # SynthFace is rendered on the spot by PROCS parallel processes (seeds 1..PROCS); their train shards are pooled and
-# the first process's validation split is the eval split. The image tokenizer is the shipped DEFAULT_VQ_MODEL.
+# the first process's validation split is the eval split. The image tokenizer is the shipped DEFAULT_VQ_MODEL. The
+# question mix and row layout are the CPU script's: the balanced yes/no mix with YES_NO yes/no questions per face,
+# QUESTIONS questions packed into each understanding row.
 #
 # Through the device tool, from the repository root (carry [".whl"], timeout_s 590):
 #   OUT=$OUT MINUTES=5.5 bash scripts/train_default_model_gpu.sh
@@ -23,6 +25,8 @@ MINUTES=${MINUTES:-5.5}      # training budget; the learning rate decays over it
 BATCH=${BATCH:-64}
 LR=${LR:-8e-4}
 WARMUP=${WARMUP:-300}
+YES_NO=${YES_NO:-3}
+QUESTIONS=${QUESTIONS:-4}
 WORK=${WORK:-/tmp/unif2ace-default-run}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
@@ -42,7 +46,8 @@ rm -rf "$WORK" && mkdir -p "$WORK"
 start=$(date +%s)
 per=$((IMAGES / PROCS))
 for k in $(seq 1 "$PROCS"); do
-  "$PYTHON" -m unif2ace_hf.cli data synthface --num-images "$per" --size 64 --seed "$k" --output-dir "$WORK/sf-$k" \
+  "$PYTHON" -m unif2ace_hf.cli data synthface --num-images "$per" --size 64 --seed "$k" --balanced-yes-no \
+    --yes-no-questions "$YES_NO" --output-dir "$WORK/sf-$k" \
     > "$WORK/data-$k.log" 2>&1 &
 done
 wait
@@ -65,7 +70,8 @@ set +e
   --max-steps 1000000 --no-progress \
   --set training.max_minutes="$MINUTES" --set training.batch_size="$BATCH" --set training.learning_rate="$LR" \
   --set training.warmup_steps="$WARMUP" --set training.save_steps=1000000000 --set training.eval_steps=500 \
-  --set training.eval_rows=256 --set data.codes_batch_size=256 2>&1 | grep -v kernels > "$OUT/train.log"
+  --set training.eval_rows=256 --set data.codes_batch_size=256 \
+  --set data.questions_per_image="$QUESTIONS" 2>&1 | grep -v kernels > "$OUT/train.log"
 status=${PIPESTATUS[0]}
 set -e
 tail -5 "$OUT/train.log"
