@@ -13,7 +13,7 @@ from datasets import Dataset, DatasetDict
 from ..features import face_features
 from ..publish import write_dataset
 from .captions import make_caption
-from .qa import make_qa
+from .qa import NUM_YES_NO_QUESTIONS, make_qa
 from .render import render
 from .sampler import NOVEL_PAIRS
 from .sampler import sample_attributes as _sample
@@ -36,7 +36,12 @@ def row_rng(seed: int, split: str, index: int) -> random.Random:
 
 
 def make_row(
-    seed: int, split: str, index: int, size: int, balanced_yes_no: bool = False, yes_no_questions: int = 3
+    seed: int,
+    split: str,
+    index: int,
+    size: int,
+    balanced_yes_no: bool = False,
+    yes_no_questions: int = NUM_YES_NO_QUESTIONS,
 ) -> dict[str, Any]:
     """One dataset row: id, PNG image, caption, question-answer pairs and the exact attributes.
 
@@ -63,7 +68,7 @@ def make_row(
     }
 
 
-def _check(size: int, seed: int, yes_no_questions: int = 3) -> None:
+def _check(size: int, seed: int, yes_no_questions: int = NUM_YES_NO_QUESTIONS) -> None:
     if not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= 1024:
         raise ValueError(f"`size` must be an integer between 16 and 1024, got {size!r}.")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -78,7 +83,7 @@ def generate_rows(
     size: int = 64,
     seed: int = 0,
     balanced_yes_no: bool = False,
-    yes_no_questions: int = 3,
+    yes_no_questions: int = NUM_YES_NO_QUESTIONS,
 ) -> Iterator[dict[str, Any]]:
     """Yield `num_rows` rows of `split`."""
     if split not in ("train", "validation", "test", "novel"):
@@ -88,7 +93,11 @@ def generate_rows(
 
 
 def build_synthface(
-    num_images: int, size: int = 64, seed: int = 0, balanced_yes_no: bool = False, yes_no_questions: int = 3
+    num_images: int,
+    size: int = 64,
+    seed: int = 0,
+    balanced_yes_no: bool = False,
+    yes_no_questions: int = NUM_YES_NO_QUESTIONS,
 ) -> DatasetDict:
     """Build SynthFace in memory (datasets 5 has no loading scripts; this is the in-process entry point)."""
     _check(size, seed, yes_no_questions)
@@ -122,7 +131,7 @@ def write_synthface(
     seed: int = 0,
     rows_per_shard: int = 1000,
     balanced_yes_no: bool = False,
-    yes_no_questions: int = 3,
+    yes_no_questions: int = NUM_YES_NO_QUESTIONS,
 ) -> Path:
     """Write SynthFace to `output_dir` as parquet shards and a dataset card; `load_dataset(output_dir)` reads it."""
     _check(size, seed, yes_no_questions)
@@ -154,7 +163,7 @@ def write_synthface(
             "novel_pairs": novel_pairs_table(),
             "command": f"unif2ace data synthface --num-images {num_images} --size {size} --seed {seed}"
             + (" --balanced-yes-no" if balanced_yes_no else "")
-            + (f" --yes-no-questions {yes_no_questions}" if yes_no_questions != 3 else "")
+            + (f" --yes-no-questions {yes_no_questions}" if yes_no_questions != NUM_YES_NO_QUESTIONS else "")
             + " --output-dir DIR",
             "yes_no_mix": "balanced (half of the yes/no answers are yes)" if balanced_yes_no else "natural",
             "yes_no_questions": yes_no_questions,

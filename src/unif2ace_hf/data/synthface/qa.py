@@ -81,6 +81,10 @@ class QAPair:
     value: str | None = None  # the value asked about (kind "value")
 
 
+NUM_YES_NO_QUESTIONS = 3
+"""Yes/no questions per face by default; evaluation draws its questions with this count and the natural mix."""
+
+
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
@@ -197,7 +201,7 @@ def make_qa(
     attributes: Mapping[str, str],
     rng: random.Random,
     num_open: int = 3,
-    num_yes_no: int = 3,
+    num_yes_no: int = NUM_YES_NO_QUESTIONS,
     num_reasoning: int = 2,
     balanced_yes_no: bool = False,
 ) -> list[QAPair]:
