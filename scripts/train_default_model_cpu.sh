@@ -3,8 +3,9 @@
 # the `tiny-synthface` recipe (two-level MoE, D3Diff, the shipped tokenizers and semantic encoder, Muon for the
 # hidden matrices) on 32 000 SynthFace faces, then evaluate it on fresh faces of another seed. The training faces
 # carry the balanced yes/no mix (`--balanced-yes-no`) with YES_NO yes/no questions per face (`--yes-no-questions`,
-# next to 3 open and 2 reasoning ones), and each understanding row packs QUESTIONS of a face's questions about its
-# image (`data.questions_per_image`); evaluation keeps SynthFace's natural question mix (3 yes/no questions).
+# next to 3 open and 2 reasoning ones) and VALUE_PAIRS value categories asked both ways (`--value-pairs`), and each
+# understanding row packs QUESTIONS of a face's questions about its image (`data.questions_per_image`); evaluation
+# keeps SynthFace's natural question mix (3 yes/no questions).
 # Leaves under $OUT: checkpoint-*/, metrics.jsonl (one row per step), final/ (the model folder), time.txt and, with
 # EVAL=1, eval_test.json / eval_novel.json (+ .md tables).
 #
@@ -16,7 +17,8 @@
 set -euo pipefail
 OUT=${OUT:-runs/default-cpu}
 YES_NO=${YES_NO:-3}   # SynthFace's default; 8 was tried and not shipped (docs/default_model.md)
-TRAIN_DATA=${TRAIN_DATA:-runs/synthface-seed102-balanced$([ "$YES_NO" = 3 ] || echo "-yn$YES_NO")}   # 32 000 train faces
+VALUE_PAIRS=${VALUE_PAIRS:-0}   # value categories asked both ways per face (`--value-pairs`); 0: off
+TRAIN_DATA=${TRAIN_DATA:-runs/synthface-seed102-balanced$([ "$YES_NO" = 3 ] || echo "-yn$YES_NO")$([ "$VALUE_PAIRS" = 0 ] || echo "-vp$VALUE_PAIRS")}
 EVAL_DATA=${EVAL_DATA:-runs/synthface-seed101}     # the held-out faces of docs/default_model.md's tables
 MINUTES=${MINUTES:-92}
 LR=${LR:-5e-4}
@@ -28,7 +30,7 @@ UNIF2ACE=${UNIF2ACE:-unif2ace}
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
 [ -d "$TRAIN_DATA" ] || "$UNIF2ACE" data synthface --num-images 40000 --size 64 --seed 102 --balanced-yes-no \
-  --yes-no-questions "$YES_NO" --output-dir "$TRAIN_DATA"
+  --yes-no-questions "$YES_NO" --value-pairs "$VALUE_PAIRS" --output-dir "$TRAIN_DATA"
 mkdir -p "$OUT"
 started=$(date +%s)
 # fp32: on a CPU the recipe's bf16 autocast runs this model no faster (docs/decisions.md, issue 8)

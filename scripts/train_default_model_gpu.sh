@@ -6,8 +6,8 @@
 #
 # SynthFace is rendered on the spot by PROCS parallel processes (seeds 1..PROCS); their train shards are pooled and
 # the first process's validation split is the eval split. The image tokenizer is the shipped DEFAULT_VQ_MODEL. The
-# question mix and row layout are the CPU script's: the balanced yes/no mix with YES_NO yes/no questions per face,
-# QUESTIONS questions packed into each understanding row.
+# question mix and row layout are the CPU script's: the balanced yes/no mix with YES_NO yes/no questions and
+# VALUE_PAIRS value pairs per face, QUESTIONS questions packed into each understanding row.
 #
 # Through the device tool, from the repository root (carry [".whl"], timeout_s 590):
 #   OUT=$OUT MINUTES=5.5 bash scripts/train_default_model_gpu.sh
@@ -26,6 +26,7 @@ BATCH=${BATCH:-64}
 LR=${LR:-8e-4}
 WARMUP=${WARMUP:-300}
 YES_NO=${YES_NO:-3}
+VALUE_PAIRS=${VALUE_PAIRS:-0}
 QUESTIONS=${QUESTIONS:-4}
 WORK=${WORK:-/tmp/unif2ace-default-run}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -47,7 +48,7 @@ start=$(date +%s)
 per=$((IMAGES / PROCS))
 for k in $(seq 1 "$PROCS"); do
   "$PYTHON" -m unif2ace_hf.cli data synthface --num-images "$per" --size 64 --seed "$k" --balanced-yes-no \
-    --yes-no-questions "$YES_NO" --output-dir "$WORK/sf-$k" \
+    --yes-no-questions "$YES_NO" --value-pairs "$VALUE_PAIRS" --output-dir "$WORK/sf-$k" \
     > "$WORK/data-$k.log" 2>&1 &
 done
 wait

@@ -135,3 +135,18 @@ def test_cli_yes_no_questions_sets_the_count_and_names_bad_values(cli_output, tm
     assert "--yes-no-questions 6" in (out / "README.md").read_text()
     assert main(args[:-1] + [str(tmp_path / "bad"), "--yes-no-questions", "-1"]) == 2
     assert "yes_no_questions" in capsys.readouterr().err
+
+
+def test_cli_value_pairs_ask_values_both_ways_and_name_bad_values(cli_output, tmp_path, capsys):
+    out = tmp_path / "pairs"
+    args = ["data", "synthface", "--num-images", "30", "--size", "48", "--seed", "3", "--output-dir", str(out)]
+    assert main(args + ["--balanced-yes-no", "--value-pairs", "2"]) == 0
+    natural = datasets.load_dataset(str(cli_output), cache_dir=CACHE["dir"])["train"]
+    paired = datasets.load_dataset(str(out), cache_dir=CACHE["dir"])["train"]
+    assert natural["caption"] == paired["caption"]
+    for qa in paired["qa"]:
+        assert sum(pair["answer"] in ("yes", "no") for pair in qa) == 3 + 4
+    card = (out / "README.md").read_text()
+    assert "--value-pairs 2" in card and "Value pairs per face: 2" in card
+    assert main(args[:-1] + [str(tmp_path / "bad"), "--value-pairs", "-2"]) == 2
+    assert "value_pairs" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from unif2ace_hf.data.synthface import (
     sample_attributes,
 )
 from unif2ace_hf.data.synthface.phrases import phrase
+from unif2ace_hf.data.synthface.qa import VALUE_QUESTIONS
 
 NUM = 400
 
@@ -161,6 +162,29 @@ def test_more_yes_no_questions_per_face(balanced_yes_no):
         assert len({p.question for p in yes_no}) == 8  # distinct questions, not one asked twice
         if balanced_yes_no:
             assert [p.answer for p in yes_no].count("yes") == 4
+
+
+@pytest.mark.parametrize("balanced_yes_no", [False, True])
+def test_value_pairs_ask_each_category_both_ways(balanced_yes_no):
+    for attributes, rng in _samples(14)[:100]:
+        pairs = make_qa(attributes, rng, balanced_yes_no=balanced_yes_no, value_pairs=2)
+        assert [p.kind for p in pairs if p.kind in ("presence", "value")].count("presence") == 3  # yes/no: presence
+        values = [p for p in pairs if p.kind == "value"]
+        visible = [c for c in VALUE_QUESTIONS if c not in hidden_categories(attributes)]
+        assert len(values) == 2 * min(2, len(visible))
+        for true, false in zip(values[::2], values[1::2]):
+            assert true.category == false.category
+            assert (true.value, true.answer) == (attributes[true.category], "yes")
+            assert false.value != attributes[false.category] and false.answer == "no"
+
+
+def test_value_pairs_leave_the_other_questions_alone():
+    for attributes, rng in _samples(15)[:100]:
+        state = rng.getstate()
+        plain = make_qa(attributes, rng, balanced_yes_no=True)
+        rng.setstate(state)
+        paired = make_qa(attributes, rng, balanced_yes_no=True, value_pairs=1)
+        assert [p for p in plain if p.kind == "open"] == [p for p in paired if p.kind == "open"]
 
 
 def test_natural_mix_is_pinned():

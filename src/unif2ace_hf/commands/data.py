@@ -32,6 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=3,
         help="yes/no questions per face (default 3, next to 3 open and 2 reasoning questions; evaluation uses 3)",
     )
+    synthface.add_argument(
+        "--value-pairs",
+        type=int,
+        default=0,
+        help="training data: N value categories per face asked both ways (true and false value), on top of the "
+        "yes/no questions, which then ask about presence only (default 0: off)",
+    )
     synthface.set_defaults(func=run_synthface)
 
     convert = commands.add_parser(
@@ -70,6 +77,7 @@ def run_synthface(args: argparse.Namespace) -> int:
             rows_per_shard=args.rows_per_shard,
             balanced_yes_no=args.balanced_yes_no,
             yes_no_questions=args.yes_no_questions,
+            value_pairs=args.value_pairs,
         )
     except (ValueError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -42,11 +42,12 @@ def make_row(
     size: int,
     balanced_yes_no: bool = False,
     yes_no_questions: int = NUM_YES_NO_QUESTIONS,
+    value_pairs: int = 0,
 ) -> dict[str, Any]:
     """One dataset row: id, PNG image, caption, question-answer pairs and the exact attributes.
 
-    The questions are drawn last, so the question mix (`balanced_yes_no`, `yes_no_questions`) changes only the `qa`
-    column, never the image or caption.
+    The questions are drawn last, so the question mix (`balanced_yes_no`, `yes_no_questions`, `value_pairs`) changes
+    only the `qa` column, never the image or caption.
     """
     rng = row_rng(seed, split, index)
     attributes = _sample(rng, novel=split == "novel")
@@ -54,7 +55,9 @@ def make_row(
     caption, _ = make_caption(attributes, rng)
     qa = [
         {"question": p.question, "answer": p.answer}
-        for p in make_qa(attributes, rng, num_yes_no=yes_no_questions, balanced_yes_no=balanced_yes_no)
+        for p in make_qa(
+            attributes, rng, num_yes_no=yes_no_questions, balanced_yes_no=balanced_yes_no, value_pairs=value_pairs
+        )
     ]
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -68,13 +71,15 @@ def make_row(
     }
 
 
-def _check(size: int, seed: int, yes_no_questions: int = NUM_YES_NO_QUESTIONS) -> None:
+def _check(size: int, seed: int, yes_no_questions: int = NUM_YES_NO_QUESTIONS, value_pairs: int = 0) -> None:
     if not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= 1024:
         raise ValueError(f"`size` must be an integer between 16 and 1024, got {size!r}.")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
     if not isinstance(yes_no_questions, int) or isinstance(yes_no_questions, bool) or yes_no_questions < 0:
         raise ValueError(f"`yes_no_questions` must be a non-negative integer, got {yes_no_questions!r}.")
+    if not isinstance(value_pairs, int) or isinstance(value_pairs, bool) or value_pairs < 0:
+        raise ValueError(f"`value_pairs` must be a non-negative integer, got {value_pairs!r}.")
 
 
 def generate_rows(
@@ -84,12 +89,13 @@ def generate_rows(
     seed: int = 0,
     balanced_yes_no: bool = False,
     yes_no_questions: int = NUM_YES_NO_QUESTIONS,
+    value_pairs: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Yield `num_rows` rows of `split`."""
     if split not in ("train", "validation", "test", "novel"):
         raise ValueError(f"`split` must be train, validation, test or novel, got {split!r}.")
     for index in range(num_rows):
-        yield make_row(seed, split, index, size, balanced_yes_no, yes_no_questions)
+        yield make_row(seed, split, index, size, balanced_yes_no, yes_no_questions, value_pairs)
 
 
 def build_synthface(
@@ -98,14 +104,16 @@ def build_synthface(
     seed: int = 0,
     balanced_yes_no: bool = False,
     yes_no_questions: int = NUM_YES_NO_QUESTIONS,
+    value_pairs: int = 0,
 ) -> DatasetDict:
     """Build SynthFace in memory (datasets 5 has no loading scripts; this is the in-process entry point)."""
-    _check(size, seed, yes_no_questions)
+    _check(size, seed, yes_no_questions, value_pairs)
     features = face_features()
     return DatasetDict(
         {
             split: Dataset.from_list(
-                list(generate_rows(split, n, size, seed, balanced_yes_no, yes_no_questions)), features=features
+                list(generate_rows(split, n, size, seed, balanced_yes_no, yes_no_questions, value_pairs)),
+                features=features,
             )
             for split, n in split_sizes(num_images).items()
         }
@@ -132,12 +140,18 @@ def write_synthface(
     rows_per_shard: int = 1000,
     balanced_yes_no: bool = False,
     yes_no_questions: int = NUM_YES_NO_QUESTIONS,
+    value_pairs: int = 0,
 ) -> Path:
     """Write SynthFace to `output_dir` as parquet shards and a dataset card; `load_dataset(output_dir)` reads it."""
-    _check(size, seed, yes_no_questions)
+    _check(size, seed, yes_no_questions, value_pairs)
     sizes = split_sizes(num_images)
     splits = {
-        split: (n, lambda split=split, n=n: generate_rows(split, n, size, seed, balanced_yes_no, yes_no_questions))
+        split: (
+            n,
+            lambda split=split, n=n: generate_rows(
+                split, n, size, seed, balanced_yes_no, yes_no_questions, value_pairs
+            ),
+        )
         for split, n in sizes.items()
     }
     return write_dataset(
@@ -164,9 +178,11 @@ def write_synthface(
             "command": f"unif2ace data synthface --num-images {num_images} --size {size} --seed {seed}"
             + (" --balanced-yes-no" if balanced_yes_no else "")
             + (f" --yes-no-questions {yes_no_questions}" if yes_no_questions != NUM_YES_NO_QUESTIONS else "")
+            + (f" --value-pairs {value_pairs}" if value_pairs else "")
             + " --output-dir DIR",
             "yes_no_mix": "balanced (half of the yes/no answers are yes)" if balanced_yes_no else "natural",
             "yes_no_questions": yes_no_questions,
+            "value_pairs": value_pairs,
         },
         rows_per_shard=rows_per_shard,
     )

@@ -102,13 +102,15 @@ def _presence_questions(a: Mapping[str, str], hidden: frozenset[str]) -> list[QA
     ]
 
 
-def _balanced_yes_no(a: Mapping[str, str], hidden: frozenset[str], rng: random.Random, count: int) -> list[QAPair]:
+def _balanced_yes_no(
+    a: Mapping[str, str], hidden: frozenset[str], rng: random.Random, count: int, with_values: bool = True
+) -> list[QAPair]:
     """`count` yes/no questions, half answered "yes" and half "no" (a coin decides the odd one)."""
     pools: dict[str, list[QAPair]] = {"yes": [], "no": []}
     for pair in _presence_questions(a, hidden):
         pools[pair.answer].append(pair)
     for category, template in VALUE_QUESTIONS.items():
-        if category in hidden:
+        if category in hidden or not with_values:
             continue
         pools["yes"].append(_value_question(category, template, a[category], a))
         false_values = [v for v in TAXONOMY[category] if v != a[category]]
@@ -119,6 +121,24 @@ def _balanced_yes_no(a: Mapping[str, str], hidden: frozenset[str], rng: random.R
     drawn = rng.sample(pools["yes"], num_yes) + rng.sample(pools["no"], num_no)
     rng.shuffle(drawn)
     return drawn
+
+
+def _value_pairs(a: Mapping[str, str], hidden: frozenset[str], rng: random.Random, count: int) -> list[QAPair]:
+    """`count` value categories, each asked twice: with the true value ("yes") and with a false one ("no").
+
+    A model that only ever sees one of the two learns to say "yes" to any value it is offered; asking the same
+    category both ways makes the answer depend on comparing the offered value with the image.
+    """
+    categories = [c for c in VALUE_QUESTIONS if c not in hidden]
+    pairs: list[QAPair] = []
+    for category in rng.sample(categories, min(count, len(categories))):
+        template = VALUE_QUESTIONS[category]
+        false_value = rng.choice([v for v in TAXONOMY[category] if v != a[category]])
+        pairs += [
+            _value_question(category, template, a[category], a),
+            _value_question(category, template, false_value, a),
+        ]
+    return pairs
 
 
 # Reasoning questions: (question, categories needed visible, rule -> (is_yes, explanation)).
@@ -204,13 +224,16 @@ def make_qa(
     num_yes_no: int = NUM_YES_NO_QUESTIONS,
     num_reasoning: int = 2,
     balanced_yes_no: bool = False,
+    value_pairs: int = 0,
 ) -> list[QAPair]:
     """Draw question-answer pairs about the visible attributes (8 by default).
 
     The natural yes/no mix leans to "no" (most presence categories are absent on most faces), and a model trained on
     it learns to fall back on "no". `balanced_yes_no` draws half of the yes/no questions from those answered "yes"
     and half from those answered "no" (every value question is offered both ways: the true value and a false one),
-    so the frequent answer is no longer a safe guess. It is a training-data option; evaluation keeps the natural mix.
+    so the frequent answer is no longer a safe guess. With `value_pairs` > 0 the `num_yes_no` questions are presence
+    questions only, and `value_pairs` value categories are each asked both ways (true value and a false one) on top.
+    Both are training-data options; evaluation keeps the natural mix.
     """
     a, hidden = attributes, hidden_categories(attributes)
     pairs: list[QAPair] = []
@@ -223,15 +246,17 @@ def make_qa(
         pairs.append(QAPair(question, phrase(category, a[category]), category, "open"))
 
     if balanced_yes_no:
-        pairs.extend(_balanced_yes_no(a, hidden, rng, num_yes_no))
+        pairs.extend(_balanced_yes_no(a, hidden, rng, num_yes_no, with_values=not value_pairs))
     else:
         yes_no = _presence_questions(a, hidden)
         for category, template in VALUE_QUESTIONS.items():
-            if category in hidden:
+            if category in hidden or value_pairs:
                 continue
             asked = a[category] if rng.random() < 0.5 else rng.choice(TAXONOMY[category])
             yes_no.append(_value_question(category, template, asked, a))
         pairs.extend(rng.sample(yes_no, min(num_yes_no, len(yes_no))))
+    if value_pairs:
+        pairs.extend(_value_pairs(a, hidden, rng, value_pairs))
 
     reasoning = [r for r in REASONING_QUESTIONS if not set(r[1]) & hidden]
     for question, needed, rule in rng.sample(reasoning, min(num_reasoning, len(reasoning))):
