@@ -17,13 +17,13 @@
 set -euo pipefail
 OUT=${OUT:-runs/default-cpu}
 YES_NO=${YES_NO:-3}   # SynthFace's default; 8 was tried and not shipped (docs/default_model.md)
-VALUE_PAIRS=${VALUE_PAIRS:-0}   # value categories asked both ways per face (`--value-pairs`); 0: off
+VALUE_PAIRS=${VALUE_PAIRS:-2}   # value categories asked both ways per face (`--value-pairs`; 0: off)
 TRAIN_DATA=${TRAIN_DATA:-runs/synthface-seed102-balanced$([ "$YES_NO" = 3 ] || echo "-yn$YES_NO")$([ "$VALUE_PAIRS" = 0 ] || echo "-vp$VALUE_PAIRS")}
 EVAL_DATA=${EVAL_DATA:-runs/synthface-seed101}     # the held-out faces of docs/default_model.md's tables
 MINUTES=${MINUTES:-92}
 LR=${LR:-5e-4}
 OPTIMIZER=${OPTIMIZER:-muon}
-QUESTIONS=${QUESTIONS:-4}
+QUESTIONS=${QUESTIONS:-5}
 EVAL=${EVAL:-1}
 EVAL_EXAMPLES=${EVAL_EXAMPLES:-64}
 UNIF2ACE=${UNIF2ACE:-unif2ace}
