@@ -15,6 +15,9 @@
 # The budget is wall-clock: MINUTES of training after the image codes are computed (about 4 minutes for 32 000
 # faces), so run it on an otherwise idle machine; anything sharing the cores costs steps.
 set -euo pipefail
+# Bash reads a script while running it; the braces make it parse the whole body first, so editing this file
+# during a run cannot change what the run does next.
+{
 OUT=${OUT:-runs/default-cpu}
 YES_NO=${YES_NO:-3}   # SynthFace's default; 8 was tried and not shipped (docs/default_model.md)
 VALUE_PAIRS=${VALUE_PAIRS:-2}   # value categories asked both ways per face (`--value-pairs`; 0: off)
@@ -47,3 +50,5 @@ if [ "$EVAL" = 1 ]; then
       --output "$OUT/eval_$split.json"
   done
 fi
+exit
+}

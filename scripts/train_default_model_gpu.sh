@@ -17,6 +17,9 @@
 # On a CPU the same script runs a smoke test, e.g.:
 #   PYTHON=.venv/bin/python OUT=/tmp/out IMAGES=160 PROCS=2 MINUTES=0.2 BATCH=8 bash scripts/train_default_model_gpu.sh
 set -euo pipefail
+# Bash reads a script while running it; the braces make it parse the whole body first, so editing this file
+# during a run cannot change what the run does next.
+{
 OUT=${OUT:-out/default-model}
 PYTHON=${PYTHON:-python3}
 IMAGES=${IMAGES:-60000}      # rows over all four splits and all processes (80 % of them train)
@@ -104,3 +107,5 @@ shutil.copy(final / "config.json", out / "config.json")
 print("saved", len(names), "tensors:", [p.stat().st_size for p in sorted(out.glob("model-*.safetensors"))])
 EOF
 echo "total: $(( $(date +%s) - start )) s"
+exit
+}
