@@ -40,25 +40,18 @@ def make_row(
     split: str,
     index: int,
     size: int,
-    balanced_yes_no: bool = False,
-    yes_no_questions: int = NUM_YES_NO_QUESTIONS,
-    value_pairs: int = 0,
+    **question_mix: Any,
 ) -> dict[str, Any]:
     """One dataset row: id, PNG image, caption, question-answer pairs and the exact attributes.
 
-    The questions are drawn last, so the question mix (`balanced_yes_no`, `yes_no_questions`, `value_pairs`) changes
-    only the `qa` column, never the image or caption.
+    `question_mix` are `make_qa`'s options (`balanced_yes_no`, `num_yes_no`, `value_pairs`). The questions are drawn
+    last, so the mix changes only the `qa` column, never the image or caption.
     """
     rng = row_rng(seed, split, index)
     attributes = _sample(rng, novel=split == "novel")
     image = render(attributes, size=size, seed=rng.getrandbits(31))
     caption, _ = make_caption(attributes, rng)
-    qa = [
-        {"question": p.question, "answer": p.answer}
-        for p in make_qa(
-            attributes, rng, num_yes_no=yes_no_questions, balanced_yes_no=balanced_yes_no, value_pairs=value_pairs
-        )
-    ]
+    qa = [{"question": p.question, "answer": p.answer} for p in make_qa(attributes, rng, **question_mix)]
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     row_id = f"synthface-{split}-{index:07d}"
@@ -71,15 +64,19 @@ def make_row(
     }
 
 
-def _check(size: int, seed: int, yes_no_questions: int = NUM_YES_NO_QUESTIONS, value_pairs: int = 0) -> None:
+def _check(size: int, seed: int) -> None:
     if not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= 1024:
         raise ValueError(f"`size` must be an integer between 16 and 1024, got {size!r}.")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
-    if not isinstance(yes_no_questions, int) or isinstance(yes_no_questions, bool) or yes_no_questions < 0:
-        raise ValueError(f"`yes_no_questions` must be a non-negative integer, got {yes_no_questions!r}.")
-    if not isinstance(value_pairs, int) or isinstance(value_pairs, bool) or value_pairs < 0:
-        raise ValueError(f"`value_pairs` must be a non-negative integer, got {value_pairs!r}.")
+
+
+def _question_mix(balanced_yes_no: bool, yes_no_questions: int, value_pairs: int) -> dict[str, Any]:
+    """The builders' question options, checked once, as `make_qa` keyword arguments."""
+    for name, count in (("yes_no_questions", yes_no_questions), ("value_pairs", value_pairs)):
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ValueError(f"`{name}` must be a non-negative integer, got {count!r}.")
+    return {"balanced_yes_no": balanced_yes_no, "num_yes_no": yes_no_questions, "value_pairs": value_pairs}
 
 
 def generate_rows(
@@ -87,15 +84,13 @@ def generate_rows(
     num_rows: int,
     size: int = 64,
     seed: int = 0,
-    balanced_yes_no: bool = False,
-    yes_no_questions: int = NUM_YES_NO_QUESTIONS,
-    value_pairs: int = 0,
+    **question_mix: Any,
 ) -> Iterator[dict[str, Any]]:
-    """Yield `num_rows` rows of `split`."""
+    """Yield `num_rows` rows of `split` (`question_mix`: `make_qa`'s options)."""
     if split not in ("train", "validation", "test", "novel"):
         raise ValueError(f"`split` must be train, validation, test or novel, got {split!r}.")
     for index in range(num_rows):
-        yield make_row(seed, split, index, size, balanced_yes_no, yes_no_questions, value_pairs)
+        yield make_row(seed, split, index, size, **question_mix)
 
 
 def build_synthface(
@@ -107,14 +102,12 @@ def build_synthface(
     value_pairs: int = 0,
 ) -> DatasetDict:
     """Build SynthFace in memory (datasets 5 has no loading scripts; this is the in-process entry point)."""
-    _check(size, seed, yes_no_questions, value_pairs)
+    _check(size, seed)
+    mix = _question_mix(balanced_yes_no, yes_no_questions, value_pairs)
     features = face_features()
     return DatasetDict(
         {
-            split: Dataset.from_list(
-                list(generate_rows(split, n, size, seed, balanced_yes_no, yes_no_questions, value_pairs)),
-                features=features,
-            )
+            split: Dataset.from_list(list(generate_rows(split, n, size, seed, **mix)), features=features)
             for split, n in split_sizes(num_images).items()
         }
     )
@@ -143,16 +136,11 @@ def write_synthface(
     value_pairs: int = 0,
 ) -> Path:
     """Write SynthFace to `output_dir` as parquet shards and a dataset card; `load_dataset(output_dir)` reads it."""
-    _check(size, seed, yes_no_questions, value_pairs)
+    _check(size, seed)
+    mix = _question_mix(balanced_yes_no, yes_no_questions, value_pairs)
     sizes = split_sizes(num_images)
     splits = {
-        split: (
-            n,
-            lambda split=split, n=n: generate_rows(
-                split, n, size, seed, balanced_yes_no, yes_no_questions, value_pairs
-            ),
-        )
-        for split, n in sizes.items()
+        split: (n, lambda split=split, n=n: generate_rows(split, n, size, seed, **mix)) for split, n in sizes.items()
     }
     return write_dataset(
         output_dir,

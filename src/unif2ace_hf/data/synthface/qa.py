@@ -250,7 +250,7 @@ def make_qa(
     else:
         yes_no = _presence_questions(a, hidden)
         for category, template in VALUE_QUESTIONS.items():
-            if category in hidden or value_pairs:
+            if category in hidden or value_pairs:  # with value pairs, the value questions come in pairs below
                 continue
             asked = a[category] if rng.random() < 0.5 else rng.choice(TAXONOMY[category])
             yes_no.append(_value_question(category, template, asked, a))
