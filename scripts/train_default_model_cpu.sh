@@ -27,6 +27,7 @@ MINUTES=${MINUTES:-92}
 LR=${LR:-5e-4}
 OPTIMIZER=${OPTIMIZER:-muon}
 QUESTIONS=${QUESTIONS:-5}
+T2I=${T2I:-0.5}   # share of generation rows (`data.t2i_fraction`); the rest are understanding rows
 EVAL=${EVAL:-1}
 EVAL_EXAMPLES=${EVAL_EXAMPLES:-64}
 UNIF2ACE=${UNIF2ACE:-unif2ace}
@@ -40,7 +41,7 @@ started=$(date +%s)
 "$UNIF2ACE" train --recipe tiny-synthface --data "$TRAIN_DATA" --output-dir "$OUT" --no-progress \
   --set training.mixed_precision=no --set training.max_minutes="$MINUTES" --set training.optimizer="$OPTIMIZER" \
   --set training.learning_rate="$LR" --set training.eval_steps=1000 --set training.eval_rows=128 \
-  --set training.save_steps=250 --set data.questions_per_image="$QUESTIONS"
+  --set training.save_steps=250 --set data.questions_per_image="$QUESTIONS" --set data.t2i_fraction="$T2I"
 echo "launch to final model: $(( $(date +%s) - started )) s" | tee "$OUT/time.txt"
 
 if [ "$EVAL" = 1 ]; then
