@@ -108,6 +108,11 @@ def test_eval_bad_input_names_the_argument(tmp_path, capsys, tiny_model_dir, syn
     only_generation = ["--model", str(tiny_model_dir), "--skip-understanding", "--predictions", "p.jsonl"]
     assert cli_main([*base, *only_generation]) == 2
     assert "--predictions" in capsys.readouterr().err
+    assert cli_main([*base, "--model", str(tiny_model_dir), "--device", "nosuchdevice"]) == 2
+    assert "--device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli_main([*base, "--model", str(tiny_model_dir), "--device", "cuda"]) == 2
+        assert "--device" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
 
 

@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance (default 3)")
     parser.add_argument("--batch-size", type=int, default=32, help="prompts per batch (default 32)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where the model runs, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--skip-generation", action="store_true", help="understanding only")
     parser.add_argument("--skip-understanding", action="store_true", help="generation only")
     parser.add_argument("--images-dir", default=None, help="also save the generated faces here as PNGs")
@@ -51,6 +52,18 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--skip-generation and --skip-understanding: nothing left to score")
     if not Path(args.data).is_dir():
         raise ValueError(f"--data: {args.data!r} is not a folder")
+    _check_device(args.device)
+
+
+def _check_device(name: str) -> None:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device: {name!r} is not a torch device ({error})") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device: {name!r} asked for, but torch sees no CUDA device")
 
 
 def _load_rows(data: str, split: str, limit: int | None) -> list[dict]:
@@ -82,7 +95,7 @@ def run_eval(args: argparse.Namespace) -> int:
         path = DEFAULT_MODEL if args.model == "default" else args.model
         if path is None or not Path(path).is_dir():
             raise ValueError(f"--model: {args.model!r} is not a model folder")
-        pipe = UniF2acePipeline.from_pretrained(path)
+        pipe = UniF2acePipeline.from_pretrained(path).to(args.device)
     except ValueError as error:
         print(f"unif2ace eval: error: {error}", file=sys.stderr)
         return 2
