@@ -52,6 +52,7 @@ bench: $(STAMP)
 	-$(PY) benchmarks/bench_synthface_render.py
 	$(PY) benchmarks/bench_tokenizer_train.py
 	$(PY) benchmarks/bench_packed_questions.py
+	$(PY) benchmarks/bench_muon_step.py
 	$(PY) benchmarks/report.py
 
 clean:

@@ -250,6 +250,25 @@ def train_section(result: dict | None) -> list[str]:
     )
 
 
+def muon_step_section(result: dict | None) -> list[str]:
+    if not result:
+        return []
+    lines = [
+        "## 4c. The Muon step",
+        "",
+        f"`bench_muon_step.py`: one Muon step over the tiny-synthface model's {result['muon_weights']} hidden weights "
+        f"({result['distinct_shapes']} shapes) on {result.get('device', 'cpu')}, interleaved, median; tensor ops = "
+        "top-level aten calls (on a GPU, kernel launches). The updates agree to "
+        f"{result['max_weight_difference']:.1e}.",
+        "",
+    ]
+    rows = [
+        [f"`{name}`", f"{result['ms_per_step'][name]:.1f}", f"{result['ops_per_step'][name]}"]
+        for name in result["ms_per_step"]
+    ]
+    return lines + table(["variant", "ms per step", "tensor ops per step"], rows) + [""]
+
+
 def packed_questions_section(result: dict | None) -> list[str]:
     if not result:
         return []
@@ -333,7 +352,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
     names = ["results_t2i.json", "results_understanding.json", "results_moe.json", "results_train.json"]
-    names += ["results_scheduler.json", "results_packed_questions.json"]
+    names += ["results_scheduler.json", "results_packed_questions.json", "results_muon_step.json"]
     results = {name: load(args.folder, name) for name in names}
     keys = {key: (results[source] or {}).get(key) for key, (source, *_) in TARGETS.items()}
 
@@ -364,6 +383,7 @@ def main() -> None:
     lines += moe_section(results["results_moe.json"])
     lines += train_section(results["results_train.json"])
     lines += packed_questions_section(results["results_packed_questions.json"])
+    lines += muon_step_section(results["results_muon_step.json"])
     lines += scheduler_section(results["results_scheduler.json"])
     lines += profiles_section(results, keys)
     (args.folder / "RESULTS.md").write_text("\n".join(lines).rstrip() + "\n")

@@ -63,3 +63,26 @@ def test_a_stacked_group_updates_each_expert_with_its_own_rms_and_refuses_non_st
     torch.testing.assert_close(rms, torch.full((3,), 0.2 * 0.01), rtol=0.25, atol=0)
     with pytest.raises(ValueError, match="stacked.*\\(E, m, n\\)"):
         ConvMuon([{"params": [torch.nn.Parameter(torch.zeros(4, 4))], "stacked": True}])
+
+
+@pytest.mark.parametrize("batch_by_shape", [True, False])
+def test_matrices_of_one_shape_are_orthogonalised_together_with_the_same_result_as_one_by_one(batch_by_shape):
+    torch.manual_seed(0)
+    shapes = [(32, 16), (32, 16), (16, 8, 3, 3), (16, 72), (32, 16)]  # a kernel reshapes to (16, 72) too
+    parameters = [torch.nn.Parameter(torch.randn(shape)) for shape in shapes]
+    reference = [p.detach().clone() for p in parameters]
+    buffers = [torch.zeros_like(p) for p in reference]
+    lr, momentum, decay = 0.02, 0.9, 0.1
+    optimizer = ConvMuon(parameters, lr=lr, momentum=momentum, weight_decay=decay, batch_by_shape=batch_by_shape)
+    for _ in range(2):
+        grads = [torch.randn_like(p) for p in parameters]
+        for parameter, grad in zip(parameters, grads):
+            parameter.grad = grad.clone()
+        optimizer.step()
+        for index, grad in enumerate(grads):  # Muon one weight at a time, as written in the papers
+            buffers[index] = buffers[index] * momentum + grad
+            matrix = (grad + momentum * buffers[index]).reshape(grad.shape[0], -1)
+            direction = orthogonalize(matrix).view_as(grad)
+            reference[index] = reference[index] * (1 - lr * decay) - lr * 0.2 * max(matrix.shape) ** 0.5 * direction
+    for parameter, expected in zip(parameters, reference):
+        torch.testing.assert_close(parameter.detach(), expected, atol=2e-3, rtol=0)
