@@ -112,7 +112,7 @@ class ConvMuon(torch.optim.Optimizer):
                 matrix = update if group["stacked"] else update.reshape(update.shape[0], -1)
                 key = tuple(matrix.shape) if batched else (index, *matrix.shape)
                 buckets.setdefault(key, []).append((parameter, matrix))
-            for key, members in buckets.items():
+            for members in buckets.values():
                 if len(members) == 1:
                     directions = [orthogonalize(members[0][1], group["ns_steps"])]
                 else:
