@@ -101,6 +101,7 @@ def main() -> None:
     }
 
     ops = {name: count_ops(optimizer.step) for name, optimizer in optimizers.items()}
+
     def timed(step):
         def run() -> None:  # on a GPU, wait for the step's kernels so that the clock covers them
             step()
