@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from bench_common import interleaved_samples, machine_info
-from bench_train import train_step
+from bench_train import train_step, with_semantic_features
 from unif2ace_hf.data.synthface.builder import generate_rows
 from unif2ace_hf.training.collator import TrainingCollator
 from unif2ace_hf.training.model_setup import build_model
@@ -82,7 +82,7 @@ def main() -> None:
     torch.manual_seed(0)
     model, processor, scheduler = build_model(load_recipe("tiny-synthface"))
     model.vq_model.requires_grad_(False)
-    rows = synthface_rows(processor, args.batch_size * 4)
+    rows = with_semantic_features(model, synthface_rows(processor, args.batch_size * 4))
     steps, counts = {}, {}
     for name, settings in VARIANTS.items():
         collator = TrainingCollator(processor, scheduler, seed=0, **settings)

@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench_common import machine_info
 from showo_sized import random_words, showo_sized
+from unif2ace_hf.training.codes_cache import SEMANTIC_COLUMN
 from unif2ace_hf.training.collator import TrainingCollator
 from unif2ace_hf.training.model_setup import build_model
 from unif2ace_hf.training.objective import TrainingObjective
@@ -77,16 +78,33 @@ def synthetic_rows(processor, count: int, words, seed: int = 0) -> list[dict]:
     return rows
 
 
+def with_semantic_features(model, rows: list[dict], seed: int = 0) -> list[dict]:
+    """`rows` with random semantic-encoder features of the right shape, for models that read them (the trainer
+    caches the frozen encoder's real features; their values do not change a step's cost)."""
+    if getattr(model, "semantic_encoder", None) is None:
+        return rows
+    size = model.vq_model.config.image_size
+    with torch.no_grad():
+        shape = model.semantic_encoder(torch.zeros(1, 3, size, size)).shape[1:]
+    generator = torch.Generator().manual_seed(seed)
+    return [{**row, SEMANTIC_COLUMN: torch.randn(shape, generator=generator)} for row in rows]
+
+
+def step_loss(objective, batch: dict) -> torch.Tensor:
+    """The trainer's loss on one process: mean answer CE + mean masked-token CE + the MoE balance terms."""
+    parts = objective(**batch)
+    return (
+        parts["mmu_sum"] / batch["num_mmu_tokens"].clamp_min(1)
+        + parts["t2i_sum"] / batch["num_image_tokens"].clamp_min(1)
+        + parts["aux"]
+    )
+
+
 def train_step(objective, optimizer, batch: dict, dtype: torch.dtype) -> None:
     """The trainer's step on one process: weighted loss parts, backward, clipping, AdamW."""
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == torch.bfloat16 else nullcontext()
     with autocast:
-        parts = objective(**batch)
-        loss = (
-            parts["mmu_sum"] / batch["num_mmu_tokens"].clamp_min(1)
-            + parts["t2i_sum"] / batch["num_image_tokens"].clamp_min(1)
-            + parts["aux"]
-        )
+        loss = step_loss(objective, batch)
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for p in objective.parameters() if p.requires_grad], 1.0)
     optimizer.step()
@@ -137,7 +155,7 @@ def run_config(name: str, steps: int) -> dict:
         model.vq_model.requires_grad_(False)  # the trainer never trains the image tokenizer with the transformer
     batch_size = CONFIGS[name]["batch"]
     collator = TrainingCollator(processor, scheduler, seed=0)
-    batch = collator(synthetic_rows(processor, batch_size, words))
+    batch = collator(with_semantic_features(model, synthetic_rows(processor, batch_size, words)))
     objective = TrainingObjective(model)
     objective.train()
     optimizer = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=1e-4, fused=True)

@@ -30,9 +30,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_train import step_loss, with_semantic_features  # noqa: E402
 from unif2ace_hf.data.synthface.builder import generate_rows  # noqa: E402
-from unif2ace_hf.training.codes_cache import CODES_COLUMN, SEMANTIC_COLUMN  # noqa: E402
+from unif2ace_hf.training.codes_cache import CODES_COLUMN  # noqa: E402
 from unif2ace_hf.training.collator import TrainingCollator  # noqa: E402
 from unif2ace_hf.training.model_setup import build_model  # noqa: E402
 from unif2ace_hf.training.objective import TrainingObjective  # noqa: E402
@@ -43,22 +45,11 @@ from unif2ace_hf.training.recipes import load_recipe  # noqa: E402
 def training_batch(model, processor, scheduler, recipe: dict, size: int) -> dict[str, torch.Tensor]:
     """The collator's batch of `size` rows, as the trainer builds it (codes and features random, text real)."""
     generator = torch.Generator().manual_seed(0)
-    features_shape = None
-    if model.semantic_encoder is not None:
-        with torch.no_grad():
-            features_shape = model.semantic_encoder(torch.zeros(1, 3, 64, 64)).shape[1:]
     rows = []
     for index, row in enumerate(generate_rows("train", size, size=64, seed=0)):
-        item = {
-            CODES_COLUMN: torch.randint(0, processor.codebook_size, (processor.num_image_tokens,), generator=generator),
-            "caption": row["caption"],
-            "qa": row["qa"],
-            "_epoch": 0,
-            "_index": index,
-        }
-        if features_shape is not None:
-            item[SEMANTIC_COLUMN] = torch.randn(features_shape, generator=generator)
-        rows.append(item)
+        codes = torch.randint(0, processor.codebook_size, (processor.num_image_tokens,), generator=generator)
+        rows.append({CODES_COLUMN: codes, "caption": row["caption"], "qa": row["qa"], "_epoch": 0, "_index": index})
+    rows = with_semantic_features(model, rows)
     data = recipe["data"]
     collator = TrainingCollator(
         processor,
@@ -125,12 +116,7 @@ def main() -> None:
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cuda else nullcontext()
         marks = [time.perf_counter()]
         with autocast:
-            parts = objective(**batch)
-            loss = (
-                parts["mmu_sum"] / batch["num_mmu_tokens"].clamp_min(1)
-                + parts["t2i_sum"] / batch["num_image_tokens"].clamp_min(1)
-                + parts["aux"]
-            )
+            loss = step_loss(objective, batch)
         sync()
         marks.append(time.perf_counter())
         loss.backward()
