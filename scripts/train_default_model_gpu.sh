@@ -46,15 +46,10 @@ WORK=${WORK:-/tmp/unif2ace-default-run}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
 # The GPU machine lacks datasets/diffusers and has an older transformers: unpack the carried ones
-# (scripts/pack_device_site.sh), or install carried wheels.
+# (scripts/pack_device_site.sh; their wheels no longer fit beside the checkout in a device call).
 if [ -f .whl/site.tar.xz ]; then
   mkdir -p /tmp/site && tar -xJf .whl/site.tar.xz -C /tmp/site
   export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-elif [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  if ! "$PYTHON" -c "import datasets, diffusers, transformers as t; assert tuple(map(int, t.__version__.split('.')[:2])) >= (5, 24)" 2>/dev/null; then
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-  fi
 fi
 # SRC: the package source to run (default: this checkout's src/), e.g. a snapshot of a commit
 export PYTHONPATH=${SRC:-$PWD/src}:${PYTHONPATH:-}

@@ -3,7 +3,8 @@
 # leave under $OUT: unif2ace-vq-tiny/{config.json,model.safetensors}, metrics.jsonl (one row per step),
 # training_summary.json, train.log, eval.json, eval.log, tokenizer_recon.png (8 files, each < 16 MiB).
 # Needs torch, accelerate, pillow, numpy, pyarrow; no `datasets` (SynthFace faces are rendered in memory). If the
-# machine's transformers is older than 5.24 and .whl/ holds the 5.24 wheel, it is installed to /tmp/site first.
+# machine's transformers is older than 5.24, .whl/ carries the newer one: `scripts/pack_device_site.sh`'s
+# site.tar.xz (unpacked to /tmp/site) or the 5.24 wheel (installed there).
 #
 # Through the device tool, from the repository root (carry [".whl"], timeout_s 590):
 #   set -o pipefail; OUT=$OUT MINUTES=7 bash scripts/train_default_tokenizer.sh 2>&1 | tail -40
@@ -31,7 +32,10 @@ RUN=${RUN:-/tmp/unif2ace-vq-run}
 EVAL_IMAGES=${EVAL_IMAGES:-512}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+if [ -f .whl/site.tar.xz ]; then  # scripts/pack_device_site.sh's tarball, as the model's GPU script uses
+  mkdir -p /tmp/site && tar -xJf .whl/site.tar.xz -C /tmp/site
+  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+elif [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   need=$("$PYTHON" -c "import transformers as t; v=tuple(int(x) for x in t.__version__.split('.')[:2]); print(int(v < (5, 24)))" 2>/dev/null || echo 1)
   if [ "$need" = 1 ]; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
