@@ -123,6 +123,20 @@ def test_cli_balanced_yes_no_changes_only_the_questions(cli_output, tmp_path):
     assert "Yes/no mix of this copy: natural" in (cli_output / "README.md").read_text()
 
 
+def test_cli_per_question_balance_and_bad_modes(cli_output, tmp_path, capsys):
+    out = tmp_path / "per-question"
+    args = ["data", "synthface", "--num-images", "30", "--size", "48", "--seed", "3", "--output-dir", str(out)]
+    assert main(args + ["--balanced-yes-no", "per-question", "--value-pairs", "1"]) == 0
+    natural = datasets.load_dataset(str(cli_output), cache_dir=CACHE["dir"])["train"]
+    per_question = datasets.load_dataset(str(out), cache_dir=CACHE["dir"])["train"]
+    assert natural["caption"] == per_question["caption"] and natural["qa"] != per_question["qa"]
+    card = (out / "README.md").read_text()
+    assert "--balanced-yes-no per-question --value-pairs 1" in card and "balanced per question" in card
+    with pytest.raises(SystemExit):
+        main(args[:-1] + [str(tmp_path / "bad"), "--balanced-yes-no", "sometimes"])
+    assert "--balanced-yes-no" in capsys.readouterr().err
+
+
 def test_cli_yes_no_questions_sets_the_count_and_names_bad_values(cli_output, tmp_path, capsys):
     out = tmp_path / "more"
     args = ["data", "synthface", "--num-images", "30", "--size", "48", "--seed", "3", "--output-dir", str(out)]

@@ -14,7 +14,7 @@ from unif2ace_hf.data.synthface import (
     sample_attributes,
 )
 from unif2ace_hf.data.synthface.phrases import phrase
-from unif2ace_hf.data.synthface.qa import VALUE_QUESTIONS
+from unif2ace_hf.data.synthface.qa import PRESENCE_BASE_RATES, PRESENCE_QUESTIONS, VALUE_QUESTIONS
 
 NUM = 400
 
@@ -91,7 +91,7 @@ def _expected_yes(pair, a):
     raise AssertionError(f"unknown reasoning question {q!r}")
 
 
-@pytest.mark.parametrize("balanced_yes_no", [False, True])
+@pytest.mark.parametrize("balanced_yes_no", [False, True, "per-question"])
 def test_every_answer_follows_from_attributes(balanced_yes_no):
     kinds, total = set(), 0
     for attributes, rng in _samples(7) + _samples(8, novel=True):
@@ -112,7 +112,8 @@ def test_every_answer_follows_from_attributes(balanced_yes_no):
                 assert pair.kind == "reasoning"
                 assert pair.answer.startswith("Yes, " if _expected_yes(pair, attributes) else "No, ")
     assert total / (2 * NUM) >= 6
-    assert kinds == {"open", "presence", "value", "reasoning"}
+    # per question, value questions come only from `value_pairs` (off here)
+    assert kinds == {"open", "presence", "reasoning"} | ({"value"} if balanced_yes_no != "per-question" else set())
 
 
 @pytest.mark.parametrize("category", ["eye_color", "hairline", "beard"])
@@ -185,6 +186,53 @@ def test_value_pairs_leave_the_other_questions_alone():
         rng.setstate(state)
         paired = make_qa(attributes, rng, balanced_yes_no=True, value_pairs=1)
         assert [p for p in plain if p.kind == "open"] == [p for p in paired if p.kind == "open"]
+
+
+def _presence_yes_share(balanced_yes_no, faces):
+    """Per presence category: the share of its questions answered "yes" over `faces`."""
+    asked = {category: [] for category in PRESENCE_QUESTIONS}
+    for attributes, rng in faces:
+        for pair in make_qa(attributes, rng, balanced_yes_no=balanced_yes_no, value_pairs=2):
+            if pair.kind == "presence":
+                asked[pair.category].append(pair.answer == "yes")
+    return {category: sum(answers) / len(answers) for category, answers in asked.items() if len(answers) >= 40}
+
+
+def test_per_question_balance_makes_no_question_predict_its_answer():
+    """The pooled balance is half "yes" overall, yet its question about a rare feature is mostly "no" and one about
+    a common feature mostly "yes"; per question, every presence question is close to half "yes"."""
+    faces = [(sample_attributes(random.Random(seed)), random.Random(seed)) for seed in range(3000)]
+    pooled = _presence_yes_share(True, faces)
+    per_question = _presence_yes_share("per-question", faces)
+    assert max(pooled.values()) - min(pooled.values()) > 0.3
+    assert len(per_question) == len(PRESENCE_QUESTIONS)
+    assert all(0.36 < share < 0.64 for share in per_question.values()), per_question
+    for attributes, rng in faces[:200]:
+        pairs = make_qa(attributes, rng, balanced_yes_no="per-question", value_pairs=2)
+        presence = [p for p in pairs if p.kind == "presence"]
+        assert len(presence) == 3 and len({p.category for p in presence}) == 3
+        assert sum(p.kind == "value" for p in pairs) == 4  # value questions only from the pairs
+
+
+def test_presence_base_rates_are_the_samplers():
+    counts = {category: [0, 0] for category in PRESENCE_QUESTIONS}
+    rng = random.Random(2026)
+    for _ in range(3000):
+        attributes = sample_attributes(rng)
+        hidden = hidden_categories(attributes)
+        for category in PRESENCE_QUESTIONS:
+            if category not in hidden:
+                counts[category][0] += attributes[category] not in ("none", "no")
+                counts[category][1] += 1
+    assert set(PRESENCE_BASE_RATES) == set(PRESENCE_QUESTIONS)
+    for category, (present, visible) in counts.items():
+        assert abs(present / visible - PRESENCE_BASE_RATES[category]) < 0.035, category
+
+
+@pytest.mark.parametrize("bad", ["yes", "per_question", 1.5])
+def test_unknown_balance_is_refused(bad):
+    with pytest.raises(ValueError, match="balanced_yes_no"):
+        make_qa(sample_attributes(random.Random(0)), random.Random(0), balanced_yes_no=bad)
 
 
 def test_natural_mix_is_pinned():

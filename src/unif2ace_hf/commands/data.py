@@ -22,9 +22,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synthface.add_argument("--rows-per-shard", type=int, default=1000)
     synthface.add_argument(
         "--balanced-yes-no",
-        action="store_true",
-        help="training data: half of each face's yes/no questions are answered yes (default: the natural mix, "
-        "which leans to no and is what evaluation uses)",
+        nargs="?",
+        const="pooled",
+        default=False,
+        choices=["pooled", "per-question"],
+        help="training data: 'pooled' (the flag alone): half of each face's yes/no questions are answered yes; "
+        "'per-question': each presence question is answered yes on half of the faces it is asked about, so the "
+        "question alone never predicts the answer (default: the natural mix, which leans to no and is what "
+        "evaluation uses)",
     )
     synthface.add_argument(
         "--yes-no-questions",

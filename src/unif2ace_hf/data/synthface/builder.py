@@ -71,8 +71,10 @@ def _check(size: int, seed: int) -> None:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
 
 
-def _question_mix(balanced_yes_no: bool, yes_no_questions: int, value_pairs: int) -> dict[str, Any]:
+def _question_mix(balanced_yes_no: bool | str, yes_no_questions: int, value_pairs: int) -> dict[str, Any]:
     """The builders' question options, checked once, as `make_qa` keyword arguments."""
+    if balanced_yes_no not in (False, True, "pooled", "per-question"):
+        raise ValueError(f"`balanced_yes_no` must be False, True, 'pooled' or 'per-question', got {balanced_yes_no!r}.")
     for name, count in (("yes_no_questions", yes_no_questions), ("value_pairs", value_pairs)):
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise ValueError(f"`{name}` must be a non-negative integer, got {count!r}.")
@@ -97,7 +99,7 @@ def build_synthface(
     num_images: int,
     size: int = 64,
     seed: int = 0,
-    balanced_yes_no: bool = False,
+    balanced_yes_no: bool | str = False,
     yes_no_questions: int = NUM_YES_NO_QUESTIONS,
     value_pairs: int = 0,
 ) -> DatasetDict:
@@ -131,7 +133,7 @@ def write_synthface(
     size: int = 64,
     seed: int = 0,
     rows_per_shard: int = 1000,
-    balanced_yes_no: bool = False,
+    balanced_yes_no: bool | str = False,
     yes_no_questions: int = NUM_YES_NO_QUESTIONS,
     value_pairs: int = 0,
 ) -> Path:
@@ -165,10 +167,17 @@ def write_synthface(
             "novel_pairs": novel_pairs_table(),
             "command": f"unif2ace data synthface --num-images {num_images} --size {size} --seed {seed}"
             + (" --balanced-yes-no" if balanced_yes_no else "")
+            + (" per-question" if balanced_yes_no == "per-question" else "")
             + (f" --yes-no-questions {yes_no_questions}" if yes_no_questions != NUM_YES_NO_QUESTIONS else "")
             + (f" --value-pairs {value_pairs}" if value_pairs else "")
             + " --output-dir DIR",
-            "yes_no_mix": "balanced (half of the yes/no answers are yes)" if balanced_yes_no else "natural",
+            "yes_no_mix": (
+                "balanced per question (each presence question is answered yes on half of the faces it is asked about)"
+                if balanced_yes_no == "per-question"
+                else "balanced (half of the yes/no answers are yes)"
+                if balanced_yes_no
+                else "natural"
+            ),
             "yes_no_questions": yes_no_questions,
             "value_pairs": value_pairs,
         },

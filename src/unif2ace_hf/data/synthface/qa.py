@@ -123,6 +123,52 @@ def _balanced_yes_no(
     return drawn
 
 
+PRESENCE_BASE_RATES: dict[str, float] = {
+    "glasses": 0.448,
+    "hat": 0.346,
+    "earrings": 0.431,
+    "necklace": 0.452,
+    "face_mask": 0.102,
+    "beard": 0.291,
+    "moustache": 0.240,
+    "stubble": 0.161,
+    "sideburns": 0.345,
+    "freckles": 0.154,
+    "moles": 0.394,
+    "wrinkles": 0.336,
+    "blush": 0.250,
+    "bangs": 0.377,
+    "bald": 0.088,
+    "lipstick": 0.371,
+}
+"""Share of SynthFace faces on which each presence category is present, among those where it is visible (20 000
+faces of the sampler; a test re-estimates them). The per-question balance needs them to thin out the common answer."""
+
+
+def _per_question_presence(
+    a: Mapping[str, str], hidden: frozenset[str], rng: random.Random, count: int, max_tries: int = 64
+) -> list[QAPair]:
+    """`count` presence questions, each question answered "yes" on half of the faces it is asked about.
+
+    The pooled balance (`_balanced_yes_no`) makes the whole yes/no mix half "yes", but a question about a common
+    feature is then mostly answered "yes" and one about a rare feature mostly "no" (0.19 to 0.68 over the training
+    faces), so the question alone predicts the answer and a model can skip the image. Here a category is proposed
+    uniformly and kept with probability `min(p, 1 - p) / P(this face's answer)`, `p` its base rate: over many faces
+    each question's answers are half "yes", and only the image tells which.
+    """
+    candidates = {pair.category: pair for pair in _presence_questions(a, hidden)}
+    drawn: list[QAPair] = []
+    for _ in range(max_tries):
+        if len(drawn) == count or not candidates:
+            break
+        category = rng.choice(sorted(candidates))
+        rate = PRESENCE_BASE_RATES[category]
+        answer_rate = rate if candidates[category].answer == "yes" else 1 - rate
+        if rng.random() < min(rate, 1 - rate) / answer_rate:
+            drawn.append(candidates.pop(category))
+    return drawn
+
+
 def _value_pairs(a: Mapping[str, str], hidden: frozenset[str], rng: random.Random, count: int) -> list[QAPair]:
     """`count` value categories, each asked twice: with the true value ("yes") and with a false one ("no").
 
@@ -223,7 +269,7 @@ def make_qa(
     num_open: int = 3,
     num_yes_no: int = NUM_YES_NO_QUESTIONS,
     num_reasoning: int = 2,
-    balanced_yes_no: bool = False,
+    balanced_yes_no: bool | str = False,
     value_pairs: int = 0,
 ) -> list[QAPair]:
     """Draw question-answer pairs about the visible attributes (8 by default).
@@ -233,8 +279,13 @@ def make_qa(
     and half from those answered "no" (every value question is offered both ways: the true value and a false one),
     so the frequent answer is no longer a safe guess. With `value_pairs` > 0 the `num_yes_no` questions are presence
     questions only, and `value_pairs` value categories are each asked both ways (true value and a false one) on top.
-    Both are training-data options; evaluation keeps the natural mix.
+    `balanced_yes_no="per-question"` balances each presence question on its own instead (`_per_question_presence`):
+    the yes/no questions are presence questions, each answered "yes" on half of the faces it is asked about, and
+    value questions come only from `value_pairs`. All of these are training-data options; evaluation keeps the
+    natural mix.
     """
+    if balanced_yes_no not in (False, True, "pooled", "per-question"):
+        raise ValueError(f"`balanced_yes_no` must be False, True, 'pooled' or 'per-question', got {balanced_yes_no!r}.")
     a, hidden = attributes, hidden_categories(attributes)
     pairs: list[QAPair] = []
 
@@ -245,7 +296,9 @@ def make_qa(
         question = rng.choice(OPEN_QUESTIONS[category])
         pairs.append(QAPair(question, phrase(category, a[category]), category, "open"))
 
-    if balanced_yes_no:
+    if balanced_yes_no == "per-question":
+        pairs.extend(_per_question_presence(a, hidden, rng, num_yes_no))
+    elif balanced_yes_no:
         pairs.extend(_balanced_yes_no(a, hidden, rng, num_yes_no, with_values=not value_pairs))
     else:
         yes_no = _presence_questions(a, hidden)
