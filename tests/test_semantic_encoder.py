@@ -4,6 +4,7 @@ the training collator's features, and the script that adds it to a checkpoint.""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 from transformers import pipeline
 
+import unif2ace_hf
 from tiny_models import tiny_checkpoint, tiny_config
 from unif2ace_hf import UniF2aceConfig, UniF2aceForConditionalGeneration
 from unif2ace_hf.data.synthface.taxonomy import TAXONOMY
@@ -238,3 +240,25 @@ def test_script_adds_the_encoder_to_a_trained_checkpoint(tmp_path):
         torch.testing.assert_close(group.router.bias - source_bias, torch.tensor([0.0, 0.0, 3.0, 0.0]))
     bad = add_semantic_encoder(tmp_path / "source", tmp_path / "out2", "--encoder", tmp_path)
     assert bad.returncode == 2 and "--encoder" in bad.stderr
+
+
+@pytest.mark.skipif(unif2ace_hf.DEFAULT_MODEL is None, reason="no default model in this checkout")
+def test_reliance_script_swaps_features_and_answers_break(tmp_path):
+    """`scripts/semantic_feature_reliance.py` on the shipped model: with another face's features its open answers
+    and captions (read from the features, docs/default_model.md) must get worse; too few faces is named."""
+    from unif2ace_hf.data.synthface import write_synthface
+
+    write_synthface(tmp_path / "faces", num_images=160, size=64, seed=5)
+    script = REPO / "scripts" / "semantic_feature_reliance.py"
+    command = [sys.executable, str(script), "--data", str(tmp_path / "faces"), "--num-examples", "6"]
+    result = subprocess.run(
+        [*command, "--output", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    own, swapped = report["own"], report["another face's"]
+    assert own["per_kind"]["open"][1] == swapped["per_kind"]["open"][1] > 0
+    assert own["per_kind"]["open"][0] > swapped["per_kind"]["open"][0]
+    assert own["caption_attribute_precision"] > swapped["caption_attribute_precision"]
+    bad = subprocess.run([*command[:-1], "1"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--num-examples" in bad.stderr
