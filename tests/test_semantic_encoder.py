@@ -262,3 +262,20 @@ def test_reliance_script_swaps_features_and_answers_break(tmp_path):
     assert own["caption_attribute_precision"] > swapped["caption_attribute_precision"]
     bad = subprocess.run([*command[:-1], "1"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--num-examples" in bad.stderr
+
+
+@pytest.mark.skipif(unif2ace_hf.DEFAULT_MODEL is None, reason="no default model in this checkout")
+def test_presence_probe_script_reports_each_category_and_names_bad_ones(tmp_path):
+    from unif2ace_hf.data.synthface import write_synthface
+
+    write_synthface(tmp_path / "faces", num_images=800, size=64, seed=5)
+    script = REPO / "scripts" / "presence_readout_probe.py"
+    command = [sys.executable, str(script), "--data", str(tmp_path / "faces"), "--num-examples", "40"]
+    result = subprocess.run([*command, "--categories", "glasses"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| glasses |"))
+    accuracies = [float(cell.split()[0]) for cell in row.strip("|").split("|")[3:]]
+    assert all(0 <= value <= 1 for value in accuracies)
+    assert accuracies[2] > 0.75  # the semantic features show glasses: the probe must find them
+    bad = subprocess.run([*command, "--categories", "eye_color"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--categories" in bad.stderr
