@@ -13,7 +13,7 @@ from datasets import Dataset, DatasetDict
 from ..features import face_features
 from ..publish import write_dataset
 from .captions import make_caption
-from .qa import NUM_YES_NO_QUESTIONS, make_qa
+from .qa import NUM_YES_NO_QUESTIONS, check_balance, make_qa
 from .render import render
 from .sampler import NOVEL_PAIRS
 from .sampler import sample_attributes as _sample
@@ -73,8 +73,7 @@ def _check(size: int, seed: int) -> None:
 
 def _question_mix(balanced_yes_no: bool | str, yes_no_questions: int, value_pairs: int) -> dict[str, Any]:
     """The builders' question options, checked once, as `make_qa` keyword arguments."""
-    if balanced_yes_no not in (False, True, "pooled", "per-question"):
-        raise ValueError(f"`balanced_yes_no` must be False, True, 'pooled' or 'per-question', got {balanced_yes_no!r}.")
+    check_balance(balanced_yes_no)
     for name, count in (("yes_no_questions", yes_no_questions), ("value_pairs", value_pairs)):
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise ValueError(f"`{name}` must be a non-negative integer, got {count!r}.")

@@ -123,6 +123,15 @@ def _balanced_yes_no(
     return drawn
 
 
+YES_NO_BALANCES = (False, True, "pooled", "per-question")
+"""`balanced_yes_no` values: the natural mix (False), the pooled balance (True or "pooled"), or "per-question"."""
+
+
+def check_balance(balanced_yes_no: bool | str) -> None:
+    if balanced_yes_no not in YES_NO_BALANCES:
+        raise ValueError(f"`balanced_yes_no` must be False, True, 'pooled' or 'per-question', got {balanced_yes_no!r}.")
+
+
 PRESENCE_BASE_RATES: dict[str, float] = {
     "glasses": 0.448,
     "hat": 0.346,
@@ -148,7 +157,8 @@ faces of the sampler; a test re-estimates them). The per-question balance needs 
 def _per_question_presence(
     a: Mapping[str, str], hidden: frozenset[str], rng: random.Random, count: int, max_tries: int = 64
 ) -> list[QAPair]:
-    """`count` presence questions, each question answered "yes" on half of the faces it is asked about.
+    """Up to `count` presence questions (`max_tries` proposals), each answered "yes" on half of the faces it is asked
+    about.
 
     The pooled balance (`_balanced_yes_no`) makes the whole yes/no mix half "yes", but a question about a common
     feature is then mostly answered "yes" and one about a rare feature mostly "no" (0.19 to 0.68 over the training
@@ -284,8 +294,7 @@ def make_qa(
     value questions come only from `value_pairs`. All of these are training-data options; evaluation keeps the
     natural mix.
     """
-    if balanced_yes_no not in (False, True, "pooled", "per-question"):
-        raise ValueError(f"`balanced_yes_no` must be False, True, 'pooled' or 'per-question', got {balanced_yes_no!r}.")
+    check_balance(balanced_yes_no)
     a, hidden = attributes, hidden_categories(attributes)
     pairs: list[QAPair] = []
 
