@@ -22,27 +22,16 @@ import torch
 
 from unif2ace_hf import DEFAULT_MODEL
 from unif2ace_hf.commands.evaluate import _load_rows
-from unif2ace_hf.data.synthface.qa import PRESENCE_QUESTIONS
 from unif2ace_hf.evaluation.model_eval import evaluate_understanding
 from unif2ace_hf.pipelines.pipeline_unif2ace import UniF2acePipeline
-
-PRESENCE = set(PRESENCE_QUESTIONS.values())
-
-
-def question_kind(record: dict) -> str:
-    if record["category"] == "reasoning":
-        return "reasoning"
-    if record["question"] in PRESENCE:
-        return "presence"
-    return "value" if record["answer"] in ("yes", "no") else "open"
 
 
 def per_kind(records: list[dict]) -> dict[str, list[int]]:
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for record in records:
         if record["kind"] == "vqa":
-            counts[question_kind(record)][0] += record["correct"]
-            counts[question_kind(record)][1] += 1
+            counts[record["question_kind"]][0] += record["correct"]
+            counts[record["question_kind"]][1] += 1
     return dict(counts)
 
 

@@ -88,6 +88,8 @@ def test_eval_writes_every_metric_and_a_table(tmp_path, capsys, tiny_model_dir, 
         assert accuracy == pytest.approx(sum(marks) / len(marks))
     for r in questions:
         assert r["correct"] == (normalise_answer(r["prediction"]) == normalise_answer(r["answer"]))
+        assert r["question_kind"] in ("open", "presence", "value", "reasoning")
+        assert (r["question_kind"] == "reasoning") == (r["category"] == "reasoning")
     rows = load_dataset(str(synthface_dir), split="test")
     for r, row in zip(captions, rows):
         claimed = parse_caption(r["prediction"])

@@ -61,7 +61,7 @@ def evaluate_understanding(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Scores, and one record per question and per caption (what was asked, the truth, what the model said), so a
     low score can be read answer by answer."""
-    images, questions, answers, categories, faces = [], [], [], [], []
+    images, questions, answers, categories, faces, question_kinds = [], [], [], [], [], []
     for index, row in enumerate(rows):
         for pair in make_qa(row["attributes"], random.Random(seed * 1_000_003 + index)):
             images.append(row["image"])
@@ -69,11 +69,14 @@ def evaluate_understanding(
             answers.append(pair.answer)
             categories.append(REASONING if pair.kind == "reasoning" else pair.category)
             faces.append(row.get("id", index))
+            question_kinds.append(pair.kind)
     longest = max((len(processor.tokenizer(a)["input_ids"]) for a in answers), default=1)
     predicted = generate_text(model, processor, images, questions, longest + 4, batch_size)
     hits: dict[str, list[bool]] = defaultdict(list)
     records: list[dict[str, Any]] = []
-    for face, category, question, answer, guess in zip(faces, categories, questions, answers, predicted):
+    for face, category, question_kind, question, answer, guess in zip(
+        faces, categories, question_kinds, questions, answers, predicted
+    ):
         correct = normalise_answer(guess) == normalise_answer(answer)
         hits[category].append(correct)
         records.append(
@@ -81,6 +84,7 @@ def evaluate_understanding(
                 "kind": "vqa",
                 "face": face,
                 "category": category,
+                "question_kind": question_kind,  # open, presence, value or reasoning
                 "question": question,
                 "answer": answer,
                 "prediction": guess,
