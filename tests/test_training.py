@@ -219,6 +219,19 @@ def test_resume_gives_the_same_next_losses(tmp_path, synthface_dir, tiny_recipe,
             assert b[key] == pytest.approx(a[key], abs=1e-6, rel=0), (a["step"], key)
 
 
+def test_prefetching_workers_give_the_same_losses(tmp_path, synthface_dir, tiny_recipe):
+    """`training.dataloader_workers` collates ahead of the step in forked processes; the batches must not change."""
+    inline, prefetched = tmp_path / "inline", tmp_path / "prefetched"
+    assert train(tiny_recipe, synthface_dir, inline, "--max-steps", "4", "--set", "training.save_steps=100") == 0
+    workers = ("--set", "training.dataloader_workers=2", "--set", "training.save_steps=100")
+    assert train(tiny_recipe, synthface_dir, prefetched, "--max-steps", "4", *workers) == 0
+    expected, got = metrics(inline), metrics(prefetched)
+    assert [r["step"] for r in got] == [1, 2, 3, 4]
+    for a, b in zip(expected, got):
+        for key in ("loss", "mmu_loss", "t2i_loss", "aux_loss", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], abs=1e-6, rel=0), (a["step"], key)
+
+
 def test_resuming_with_another_optimizer_is_refused(tmp_path, capsys, synthface_dir, tiny_recipe):
     full = tmp_path / "muon"
     assert train(tiny_recipe, synthface_dir, full, "--max-steps", "1", "--set", "training.optimizer=muon") == 0

@@ -71,6 +71,9 @@ DEFAULTS: dict[str, Any] = {
         "eval_steps": 200,  # 0 = no evaluation
         "eval_rows": 32,
         "threads": None,
+        # processes that collate the next micro-batches while the model steps (0: collate in the training loop).
+        # On a GPU the collator's host time otherwise adds to every step; on a 2-core CPU it competes with the step.
+        "dataloader_workers": 0,
         "cpu": False,  # force the CPU even where a GPU is visible (CPU-only machines use it anyway)
         "progress": True,
     },

@@ -23,6 +23,7 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import DistributedType, set_seed
 from datasets import Dataset
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from ..pipelines.pipeline_unif2ace import SCHEDULER_SUBFOLDER, UniF2acePipeline
@@ -61,6 +62,23 @@ class RowOrder:
             self._epoch, self._permutation = epoch, torch.randperm(self.num_rows, generator=generator).tolist()
         start = batch * self.global_batch
         return epoch, self._permutation[start : start + self.global_batch]
+
+
+class MicroBatches(torch.utils.data.Dataset):
+    """Micro-batches `first`, `first + 1`, … of a run, for a DataLoader whose workers collate ahead of the step.
+
+    Item i is `make_batch(first + i)`, the batch the training loop would build itself, so prefetching changes no
+    step's data; forked workers inherit `make_batch` (and the trainer behind it) without pickling.
+    """
+
+    def __init__(self, make_batch, first: int, count: int):
+        self.make_batch, self.first, self.count = make_batch, first, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.make_batch(self.first + index)
 
 
 def cosine_with_warmup(warmup_steps: int, max_steps: int, min_ratio: float, time_progress=None):
@@ -175,6 +193,7 @@ class UniF2aceTrainer:
         self.model, *self.optimizers = self.accelerator.prepare(objective, *optimizers)
         # the LR schedule's state goes into trainer_state.json, not accelerate's custom-object pickle (which
         # accelerate loads with weights_only=False, i.e. full unpickling)
+        self._prefetched, self._prefetched_next = None, None
         self.order = RowOrder(
             len(self.train_data), self.config["batch_size"] * self.accelerator.num_processes, self.config["seed"]
         )
@@ -230,6 +249,27 @@ class UniF2aceTrainer:
         mine = indices[rank * size : (rank + 1) * size]
         return self.collator(self._rows(self.train_data, epoch, mine))
 
+    def _next_micro_batch(self, micro_step: int) -> dict[str, torch.Tensor]:
+        """Micro-batch `micro_step`, from the prefetching workers when `dataloader_workers` asks for them."""
+        workers = int(self.config["dataloader_workers"] or 0)
+        if workers <= 0:
+            return self._micro_batch(micro_step)
+        if self._prefetched is None or self._prefetched_next != micro_step:
+            loader = torch.utils.data.DataLoader(
+                MicroBatches(self._micro_batch, micro_step, 10**9),  # read until the loop stops
+                batch_size=None,
+                num_workers=workers,
+                prefetch_factor=4,
+                multiprocessing_context="fork",
+                generator=torch.Generator(),  # its worker seeds must not draw on the global RNG the model uses
+            )
+            self._prefetched = iter(loader)
+        self._prefetched_next = micro_step + 1
+        return next(self._prefetched)
+
+    def _stop_prefetching(self) -> None:
+        self._prefetched, self._prefetched_next = None, None  # the iterator's workers exit with it
+
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {key: value.to(self.accelerator.device) for key, value in batch.items()}
 
@@ -247,7 +287,7 @@ class UniF2aceTrainer:
         """One optimizer step over `gradient_accumulation_steps` micro-batches."""
         accumulation = self.config["gradient_accumulation_steps"]
         processes = self.accelerator.num_processes
-        batches = [self._micro_batch(self.step * accumulation + a) for a in range(accumulation)]
+        batches = [self._next_micro_batch(self.step * accumulation + a) for a in range(accumulation)]
         local = torch.tensor(
             [[float(b["num_mmu_tokens"]), float(b["num_image_tokens"])] for b in batches], dtype=torch.float64
         ).sum(0)
@@ -359,6 +399,14 @@ class UniF2aceTrainer:
             path.write_text("".join(f"{line}\n" for line in rows))
         return path.open("a")
 
+    def _attention_backends(self):
+        """The attention kernels the loop may use: on CUDA every fused kernel but cuDNN's, which spent ~25 ms of
+        host time per call on an H200 (benchmarks/gpu_profile_train_step.py, batch 128), more than the step's kernels;
+        the others take the same masks."""
+        if self.accelerator.device.type != "cuda":
+            return nullcontext()
+        return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
     def train(self, max_steps: int | None = None) -> Path:
         """Train to `max_steps` (default: the recipe's), checkpointing every `save_steps`; returns the final folder."""
         max_steps = max_steps or self.config["max_steps"]
@@ -372,23 +420,25 @@ class UniF2aceTrainer:
         )
         self._train_started = time.monotonic()
         try:
-            while self.step < max_steps:
-                row = self.train_step()
-                out_of_time = self._out_of_time()
-                last = self.step == max_steps or out_of_time
-                eval_steps = self.config["eval_steps"]
-                if eval_steps and (self.step % eval_steps == 0 or last):
-                    row.update(self.evaluate())
-                if main:
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
-                progress.update(1)
-                progress.set_postfix(loss=f"{row['loss']:.4f}")
-                if self.step % self.config["save_steps"] == 0 or last:
-                    self.save_checkpoint()
-                if out_of_time:
-                    break
+            with self._attention_backends():
+                while self.step < max_steps:
+                    row = self.train_step()
+                    out_of_time = self._out_of_time()
+                    last = self.step == max_steps or out_of_time
+                    eval_steps = self.config["eval_steps"]
+                    if eval_steps and (self.step % eval_steps == 0 or last):
+                        row.update(self.evaluate())
+                    if main:
+                        metrics.write(json.dumps(row) + "\n")
+                        metrics.flush()
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{row['loss']:.4f}")
+                    if self.step % self.config["save_steps"] == 0 or last:
+                        self.save_checkpoint()
+                    if out_of_time:
+                        break
         finally:
+            self._stop_prefetching()
             progress.close()
             if metrics is not None:
                 metrics.close()
