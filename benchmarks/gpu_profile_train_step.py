@@ -102,7 +102,9 @@ def main() -> None:
 
     recipe = load_recipe("tiny-synthface")
     model, processor, scheduler = build_model(recipe)
+    started = time.perf_counter()
     batch = training_batch(model, processor, scheduler, recipe, args.batch_size)
+    collate_ms = round(1000 * (time.perf_counter() - started), 1)  # rows, features and collator: an upper bound
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     objective = TrainingObjective(model, recipe["loss"]["d3diff_alpha"], recipe["loss"]["masking_schedule"]).to(device)
     optimizers = make_training_optimizers(objective, recipe["training"])
@@ -155,6 +157,12 @@ def main() -> None:
         "kernel_ms_per_step": round(kernel_ms, 1),
         "gpu_idle_share": round(1 - kernel_ms / sum(ms.values()), 3) if kernels else None,
         "top_kernels": collections.Counter(e.name[:80] for e in kernels).most_common(15),
+        # where the host's time goes when the GPU idles: the ops with the largest self CPU time
+        "top_cpu_ops_ms": [
+            (e.key[:60], e.count, round(e.self_cpu_time_total / 1000, 1))
+            for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:25]
+        ],
+        "collate_ms": collate_ms,
     }
     if cuda:
         with SyncCounter() as counter:

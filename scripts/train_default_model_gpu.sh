@@ -6,7 +6,7 @@
 #
 # SynthFace is rendered on the spot by PROCS parallel processes (seeds 1..PROCS); their train shards are pooled and
 # the first process's validation split is the eval split. The image tokenizer is the shipped DEFAULT_VQ_MODEL. The
-# question mix and row layout are the CPU script's: the balanced yes/no mix with YES_NO yes/no questions and
+# question mix and row layout are the CPU script's: the balanced yes/no mix (BALANCE) with YES_NO yes/no questions and
 # VALUE_PAIRS value pairs per face, QUESTIONS questions packed into each understanding row.
 #
 # Through the device tool, from the repository root: first, here, pack the libraries that machine lacks (it has an
@@ -38,6 +38,8 @@ YES_NO=${YES_NO:-3}
 VALUE_PAIRS=${VALUE_PAIRS:-2}
 QUESTIONS=${QUESTIONS:-5}
 T2I=${T2I:-0.5}              # share of generation rows (`data.t2i_fraction`)
+BALANCE=${BALANCE:-pooled}   # `--balanced-yes-no` mode: pooled or per-question (see the CPU script)
+WORKERS=${WORKERS:-6}        # processes collating the next batches while the GPU steps (`training.dataloader_workers`)
 EVAL_DATA=${EVAL_DATA:-}     # score the model on this SynthFace folder's test and novel splits (empty: skip)
 EVAL_EXAMPLES=${EVAL_EXAMPLES:-64}
 EVAL_SECONDS=${EVAL_SECONDS:-60}
@@ -60,7 +62,7 @@ rm -rf "$WORK" && mkdir -p "$WORK"
 start=$(date +%s)
 per=$((IMAGES / PROCS))
 for k in $(seq 1 "$PROCS"); do
-  "$PYTHON" -m unif2ace_hf.cli data synthface --num-images "$per" --size 64 --seed "$k" --balanced-yes-no \
+  "$PYTHON" -m unif2ace_hf.cli data synthface --num-images "$per" --size 64 --seed "$k" --balanced-yes-no "$BALANCE" \
     --yes-no-questions "$YES_NO" --value-pairs "$VALUE_PAIRS" --output-dir "$WORK/sf-$k" \
     > "$WORK/data-$k.log" 2>&1 &
 done
@@ -85,7 +87,8 @@ set +e
   --set training.max_minutes="$MINUTES" --set training.batch_size="$BATCH" --set training.learning_rate="$LR" \
   --set training.warmup_steps="$WARMUP" --set training.save_steps=1000000000 --set training.eval_steps=500 \
   --set training.eval_rows=256 --set data.codes_batch_size=256 \
-  --set data.questions_per_image="$QUESTIONS" --set data.t2i_fraction="$T2I" 2>&1 | grep -v kernels >> "$OUT/train.log"
+  --set data.questions_per_image="$QUESTIONS" --set data.t2i_fraction="$T2I" \
+  --set training.dataloader_workers="$WORKERS" 2>&1 | grep -v kernels >> "$OUT/train.log"
 status=${PIPESTATUS[0]}
 set -e
 tail -5 "$OUT/train.log"
