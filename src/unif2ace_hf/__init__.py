@@ -35,8 +35,8 @@ from .tokenization_unif2ace import train_byte_level_bpe
 __version__ = "0.1.0"
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "default_models" / "unif2ace-tiny")
-"""The embedded default model (`unif2ace train --recipe tiny-synthface` from scratch on SynthFace, 92 minutes of a
-2-core CPU; `scripts/train_default_model_cpu.sh`, docs/default_model.md): one folder for `AutoModel`,
+"""The embedded default model (`unif2ace train --recipe tiny-synthface` from scratch on SynthFace, 6 minutes of one
+H200; `scripts/train_default_model_gpu.sh`, docs/default_model.md): one folder for `AutoModel`,
 `pipeline("face-understanding")` and `UniF2acePipeline`, offline."""
 
 DEFAULT_TEXT_TOKENIZER = str(Path(__file__).resolve().parent / "default_models" / "unif2ace-text-tokenizer")
