@@ -15,7 +15,7 @@ import logging
 import math
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -399,10 +399,10 @@ class UniF2aceTrainer:
             path.write_text("".join(f"{line}\n" for line in rows))
         return path.open("a")
 
-    def _attention_backends(self):
-        """The attention kernels the loop may use: on CUDA every fused kernel but cuDNN's, which spent ~25 ms of
-        host time per call on an H200 (benchmarks/gpu_profile_train_step.py, batch 128), more than the step's kernels;
-        the others take the same masks."""
+    def _attention_backends(self) -> AbstractContextManager:
+        """The attention kernels the loop may use: on CUDA every fused kernel but cuDNN's, which spent 200 ms of host
+        time per step on an H200 (benchmarks/gpu_profile_train_step.py, batch 128), more than the step's kernels; the
+        others take the same masks."""
         if self.accelerator.device.type != "cuda":
             return nullcontext()
         return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
