@@ -193,11 +193,11 @@ class UniF2aceTrainer:
         self.model, *self.optimizers = self.accelerator.prepare(objective, *optimizers)
         # the LR schedule's state goes into trainer_state.json, not accelerate's custom-object pickle (which
         # accelerate loads with weights_only=False, i.e. full unpickling)
-        self._prefetched, self._prefetched_next = None, None
         self.order = RowOrder(
             len(self.train_data), self.config["batch_size"] * self.accelerator.num_processes, self.config["seed"]
         )
         self.step = 0
+        self._prefetched, self._prefetched_next = None, None  # the workers' batch iterator (`dataloader_workers`)
 
     # ------------------------------------------------------------------ setup helpers
     def _time_progress(self) -> float:
