@@ -351,6 +351,12 @@ def test_time_budget_stops_early_with_a_checkpoint_and_a_decayed_rate(tmp_path, 
     assert (output / "checkpoint-1").is_dir() and (output / "final" / "model.safetensors").is_file()
 
 
+def test_bad_worker_count_is_refused(tmp_path, capsys, synthface_dir, tiny_recipe):
+    output = ["--output-dir", str(tmp_path / "o"), "--set", "training.dataloader_workers=-1"]
+    err = run_cli_error(capsys, "--recipe", str(tiny_recipe), "--data", str(synthface_dir), *output)
+    assert "training.dataloader_workers" in err
+
+
 def test_bad_time_budget_is_refused(tmp_path, capsys, synthface_dir, tiny_recipe):
     err = run_cli_error(
         capsys,

@@ -157,6 +157,9 @@ def validate_recipe(recipe: dict[str, Any], source: str = "recipe") -> dict[str,
     packed = data["questions_per_image"]
     if isinstance(packed, bool) or not isinstance(packed, int) or packed < 1:
         raise ValueError(f"{source}: data.questions_per_image must be an integer >= 1, got {packed!r}")
+    workers = training["dataloader_workers"]
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"{source}: training.dataloader_workers must be an integer >= 0, got {workers!r}")
     minutes = training["max_minutes"]
     if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0):
         raise ValueError(f"{source}: training.max_minutes must be a number > 0 or null, got {minutes!r}")

@@ -251,8 +251,8 @@ class UniF2aceTrainer:
 
     def _next_micro_batch(self, micro_step: int) -> dict[str, torch.Tensor]:
         """Micro-batch `micro_step`, from the prefetching workers when `dataloader_workers` asks for them."""
-        workers = int(self.config["dataloader_workers"] or 0)
-        if workers <= 0:
+        workers = self.config["dataloader_workers"]
+        if workers == 0:
             return self._micro_batch(micro_step)
         if self._prefetched is None or self._prefetched_next != micro_step:
             loader = torch.utils.data.DataLoader(
